@@ -1,0 +1,16 @@
+//! keygate's test harness: real etcd clusters, etcd's grpc-proxy and the keygate binary,
+//! started on loopback ports picked at run time and stopped (by PID) when dropped.
+
+pub mod bins;
+pub mod clients;
+pub mod etcd;
+pub mod etcdctl;
+pub mod http;
+pub mod keygate;
+pub mod ports;
+pub mod process;
+
+pub use clients::Clients;
+pub use etcd::{EtcdCluster, GrpcProxy};
+pub use etcdctl::{CmdOutput, Etcdctl, Spawned};
+pub use keygate::Keygate;
