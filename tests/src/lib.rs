@@ -3,14 +3,17 @@
 
 pub mod bins;
 pub mod clients;
+pub mod diff;
 pub mod etcd;
 pub mod etcdctl;
 pub mod http;
 pub mod keygate;
+pub mod normalize;
 pub mod ports;
 pub mod process;
 
 pub use clients::Clients;
+pub use diff::DiffPair;
 pub use etcd::{EtcdCluster, GrpcProxy};
 pub use etcdctl::{CmdOutput, Etcdctl, Spawned};
 pub use keygate::Keygate;

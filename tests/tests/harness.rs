@@ -23,9 +23,8 @@ async fn put(c: &mut Clients, k: &str, v: &str) -> Result<i64> {
 }
 
 async fn put_once(c: &mut Clients, k: &str, v: &str) -> Result<i64> {
-    let resp = c
-        .kv
-        .put(PutRequest {
+    let resp =
+        c.kv.put(PutRequest {
             key: Bytes::copy_from_slice(k.as_bytes()),
             value: Bytes::copy_from_slice(v.as_bytes()),
             ..Default::default()
@@ -36,9 +35,8 @@ async fn put_once(c: &mut Clients, k: &str, v: &str) -> Result<i64> {
 }
 
 async fn get(c: &mut Clients, k: &str, serializable: bool) -> Result<Option<Bytes>> {
-    let resp = c
-        .kv
-        .range(RangeRequest {
+    let resp =
+        c.kv.range(RangeRequest {
             key: Bytes::copy_from_slice(k.as_bytes()),
             serializable,
             ..Default::default()
@@ -63,7 +61,11 @@ async fn single_member_serves_grpc_and_health() -> Result<()> {
     ensure!(rev >= 2, "revision after first put: {rev}");
     ensure!(get(&mut c, "a", false).await? == Some(Bytes::from_static(b"1")));
     let status = c.maintenance.status(StatusRequest {}).await?.into_inner();
-    ensure!(status.version.starts_with("3.5"), "version {}", status.version);
+    ensure!(
+        status.version.starts_with("3.5"),
+        "version {}",
+        status.version
+    );
     let health = http::get(&cluster.addr(0), "/health", Duration::from_secs(5)).await?;
     ensure!(health.status == 200, "{health:?}");
     Ok(())
@@ -88,7 +90,10 @@ async fn three_members_kill_pause_restart_and_drop() -> Result<()> {
     cluster.pause(1)?;
     let mut c1 = cluster.clients(1).await?;
     let stalled = tokio::time::timeout(Duration::from_millis(500), get(&mut c1, "k", true)).await;
-    ensure!(stalled.is_err(), "a SIGSTOPped member answered: {stalled:?}");
+    ensure!(
+        stalled.is_err(),
+        "a SIGSTOPped member answered: {stalled:?}"
+    );
     put(&mut c0, "k", "while-paused").await?;
     cluster.resume(1)?;
     ensure!(get(&mut c1, "k", false).await? == Some(Bytes::from_static(b"while-paused")));
@@ -111,7 +116,10 @@ async fn grpc_proxy_and_etcdctl() -> Result<()> {
     let ctl = Etcdctl::new(&[proxy.endpoint()])?;
     ensure!(ctl.run(&["put", "via-proxy", "v"]).await?.ok()?.stdout == "OK\n");
     let direct = Etcdctl::new(&[cluster.endpoint(0)])?;
-    let out = direct.run(&["get", "via-proxy", "--print-value-only"]).await?.ok()?;
+    let out = direct
+        .run(&["get", "via-proxy", "--print-value-only"])
+        .await?
+        .ok()?;
     ensure!(out.stdout == "v\n", "{out:?}");
     Ok(())
 }
