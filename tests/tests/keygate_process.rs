@@ -1,0 +1,138 @@
+//! keygate as a process: ready file, HTTP endpoints on the client port and the metrics port,
+//! SIGTERM drain, and staying available when the etcd member it talks to dies.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use bytes::Bytes;
+use keygate_proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use keygate_tests::{http, ports, Clients, EtcdCluster, Keygate};
+
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn put(c: &mut Clients, k: &str, v: &str) -> Result<()> {
+    c.kv.put(PutRequest {
+        key: Bytes::copy_from_slice(k.as_bytes()),
+        value: Bytes::copy_from_slice(v.as_bytes()),
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
+async fn get(c: &mut Clients, k: &str) -> Result<Option<Bytes>> {
+    let resp =
+        c.kv.range(RangeRequest {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(resp.kvs.into_iter().next().map(|kv| kv.value))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_endpoints_metrics_and_sigterm() -> Result<()> {
+    let cluster = EtcdCluster::start(1).await?;
+    let metrics_port = ports::free_port()?;
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let mut keygate = Keygate::start(
+        &cluster.client_urls(),
+        &["--metrics-listen", metrics_addr.as_str()],
+    )
+    .await?;
+    let addr = keygate.addr().to_string();
+
+    let health = http::get(&addr, "/health", HTTP_TIMEOUT).await?;
+    ensure!(
+        health.status == 200 && health.body.contains(r#""health":"true""#),
+        "/health: {health:?}"
+    );
+    for path in ["/livez", "/readyz"] {
+        let resp = http::get(&addr, path, HTTP_TIMEOUT).await?;
+        ensure!(resp.status == 200, "{path}: {resp:?}");
+    }
+    let version = http::get(&addr, "/version", HTTP_TIMEOUT).await?;
+    let v: serde_json::Value =
+        serde_json::from_str(&version.body).with_context(|| format!("/version: {version:?}"))?;
+    ensure!(v["etcdserver"] == "3.5.1", "/version: {v}");
+
+    // Some traffic, so the gRPC server families have samples.
+    let mut c = keygate.clients().await?;
+    put(&mut c, "metrics-probe", "1").await?;
+    ensure!(get(&mut c, "metrics-probe").await? == Some(Bytes::from_static(b"1")));
+    let status = c.maintenance.status(StatusRequest {}).await?.into_inner();
+    ensure!(
+        status.version == "3.5.1",
+        "Status through keygate: {status:?}"
+    );
+
+    for metrics_on in [addr.as_str(), metrics_addr.as_str()] {
+        let metrics = http::get(metrics_on, "/metrics", HTTP_TIMEOUT).await?;
+        ensure!(
+            metrics.status == 200,
+            "/metrics on {metrics_on}: {metrics:?}"
+        );
+        for family in [
+            "grpc_server_started_total",
+            "grpc_server_handled_total",
+            "grpc_server_handling_seconds",
+        ] {
+            ensure!(
+                metrics.body.contains(family),
+                "/metrics on {metrics_on} lacks {family}:\n{}",
+                metrics.body
+            );
+        }
+    }
+
+    let status = keygate.stop().await?;
+    ensure!(
+        status.success(),
+        "keygate exited with {status} on SIGTERM; log:\n{}",
+        keygate.log_tail(30)
+    );
+    ensure!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "keygate still accepts connections after exiting"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn survives_the_death_of_an_etcd_member() -> Result<()> {
+    let mut cluster = EtcdCluster::start(3).await?;
+    let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
+    let mut c = keygate.clients().await?;
+    put(&mut c, "k", "before").await?;
+
+    // The first endpoint is the one keygate most likely talks to.
+    cluster.kill(0)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last_err = None;
+    let mut written = false;
+    while Instant::now() < deadline {
+        match put(&mut c, "k", "after").await {
+            Ok(()) => {
+                written = true;
+                break;
+            }
+            Err(e) => last_err = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(
+        written,
+        "no write through keygate within 15s of member 0 dying: {last_err:?}\n{}",
+        keygate.log_tail(30)
+    );
+    ensure!(get(&mut c, "k").await? == Some(Bytes::from_static(b"after")));
+
+    // Back again: keygate still serves, and the restarted member has the write.
+    cluster.restart(0).await?;
+    let mut direct = cluster.clients(0).await?;
+    ensure!(get(&mut direct, "k").await? == Some(Bytes::from_static(b"after")));
+    put(&mut c, "k", "restarted").await?;
+    ensure!(get(&mut c, "k").await? == Some(Bytes::from_static(b"restarted")));
+    Ok(())
+}
