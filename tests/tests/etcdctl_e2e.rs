@@ -596,3 +596,77 @@ async fn lock_and_election() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_users_roles_and_tokens() -> Result<()> {
+    let p = DiffPair::start(3).await?;
+    let root = "--user=root:rootpw";
+    let alice = "--user=alice:alicepw";
+    for (args, want) in [
+        (
+            &["user", "add", "root", "--new-user-password=rootpw"][..],
+            "User root created\n",
+        ),
+        (
+            &["user", "add", "alice", "--new-user-password=alicepw"],
+            "User alice created\n",
+        ),
+        (&["role", "add", "reader"], "Role reader created\n"),
+        (
+            &[
+                "role",
+                "grant-permission",
+                "reader",
+                "read",
+                "pub/",
+                "--prefix",
+            ],
+            "Role reader updated\n",
+        ),
+        (
+            &["user", "grant-role", "alice", "reader"],
+            "Role reader is granted to user alice\n",
+        ),
+        (&["auth", "enable"], "Authentication Enabled\n"),
+    ] {
+        expect_stdout(&p.same(args).await?, want)?;
+    }
+    expect_stdout(&p.same(&[root, "put", "pub/a", "1"]).await?, "OK\n")?;
+    expect_stdout(&p.same(&[root, "put", "secret", "s"]).await?, "OK\n")?;
+    expect_stdout(
+        &p.same(&[alice, "get", "pub/", "--prefix"]).await?,
+        "pub/a\n1\n",
+    )?;
+    for (args, error) in [
+        (&[alice, "put", "pub/a", "2"][..], "permission denied"),
+        (&[alice, "get", "secret"], "permission denied"),
+        (&["get", "pub/a"], "user name is empty"),
+        (
+            &["--user=alice:wrong", "get", "pub/a"],
+            "authentication failed",
+        ),
+    ] {
+        let out = p.same(args).await?;
+        ensure!(
+            !out.success() && out.stderr.contains(error),
+            "{args:?}: {out:?}"
+        );
+    }
+    // The watch stream authenticates too.
+    let denied = p.same(&[alice, "watch", "secret", "--rev=1"]).await?;
+    ensure!(!denied.success(), "watch without permission: {denied:?}");
+    expect_stdout(&p.same(&[root, "user", "list"]).await?, "alice\nroot\n")?;
+    p.same(&[root, "role", "get", "reader"]).await?.ok()?;
+    p.same(&[root, "user", "get", "alice", "--detail"])
+        .await?
+        .ok()?;
+    expect_stdout(
+        &p.same(&[root, "auth", "disable"]).await?,
+        "Authentication Disabled\n",
+    )?;
+    expect_stdout(
+        &p.same(&["get", "secret", "--print-value-only"]).await?,
+        "s\n",
+    )?;
+    Ok(())
+}
