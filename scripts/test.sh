@@ -11,23 +11,33 @@ echo "etcd binaries: ${KEYGATE_ETCD_BIN_DIR}"
 
 step() { echo; echo "==> $*"; }
 
+# A build failure stops everything; fmt, clippy and the tests all run so one report shows
+# every problem, and the exit status is non-zero if any of them failed.
+failed=()
+check() {
+  step "$*"
+  if ! "$@"; then
+    failed+=("$*")
+  fi
+}
+
 step "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
-step "cargo fmt --all -- --check"
-cargo fmt --all -- --check
-
-step "cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
+check cargo fmt --all -- --check
+check cargo clippy --workspace --all-targets -- -D warnings
 
 if cargo nextest --version >/dev/null 2>&1; then
-  step "cargo nextest run --workspace"
-  cargo nextest run --workspace --no-fail-fast
+  check cargo nextest run --workspace --no-fail-fast
 else
-  step "cargo test --workspace (cargo-nextest not installed)"
-  # One test binary at a time, two tests at a time: each starts real etcd clusters.
-  cargo test --workspace --no-fail-fast -- --test-threads=2
+  # Two tests at a time: each starts real etcd clusters.
+  check cargo test --workspace --no-fail-fast -- --test-threads=2
 fi
 
 echo
+if ((${#failed[@]})); then
+  echo "FAILED:"
+  printf '  %s\n' "${failed[@]}"
+  exit 1
+fi
 echo "all checks passed"
