@@ -1,0 +1,151 @@
+//! keygate's configuration: one serde struct read from a TOML file, overridden by flags and
+//! environment variables, then validated with errors that name the offending option.
+
+mod cli;
+mod validate;
+
+pub use cli::{Cli, Command, ServeArgs};
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// A configuration error; the message always names the option (or the file) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid configuration file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid configuration: {option}: {message}")]
+    Invalid { option: &'static str, message: String },
+}
+
+/// The whole configuration. Every field has a default; `config.toml` lists them all.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The client-facing listener.
+    pub server: ServerConfig,
+    /// The etcd members keygate forwards to.
+    pub upstream: UpstreamConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// The client port: gRPC and HTTP on one address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address for etcd clients (gRPC and HTTP on the same port).
+    pub listen: SocketAddr,
+    /// Optional second address serving only /metrics and the health endpoints.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Largest request etcd accepts (etcd's --max-request-bytes).
+    pub max_request_bytes: usize,
+    /// Allowance for gRPC framing on top of max_request_bytes, as etcd adds it.
+    pub grpc_overhead_bytes: usize,
+    /// Most concurrent HTTP/2 streams per client connection (etcd's --max-concurrent-streams).
+    pub max_concurrent_streams: u32,
+    /// On SIGTERM, how long in-flight requests may take to finish before keygate exits.
+    pub drain_timeout_ms: u64,
+    /// Write the bound client address to this file once serving (for supervisors and tests).
+    pub ready_file: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2379)),
+            metrics_listen: None,
+            max_request_bytes: 1536 * 1024,
+            grpc_overhead_bytes: 512 * 1024,
+            max_concurrent_streams: u32::MAX,
+            drain_timeout_ms: 10_000,
+            ready_file: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The largest gRPC message keygate decodes, as etcd computes it.
+    pub fn max_recv_message_bytes(&self) -> usize {
+        self.max_request_bytes.saturating_add(self.grpc_overhead_bytes)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+/// The etcd member pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Client URLs of the etcd members (http://host:port).
+    pub endpoints: Vec<String>,
+    /// HTTP/2 connections kept open to each member; requests are spread over them.
+    pub connections_per_member: usize,
+    /// How often each member's health (Status RPC) is checked.
+    pub health_interval_ms: u64,
+    /// How long a health check or a new connection may take before the member counts as down.
+    pub dial_timeout_ms: u64,
+    /// Add members found through MemberList to the pool (and drop ones that left).
+    pub discover_members: bool,
+    /// How often MemberList is consulted when discover_members is on.
+    pub discover_interval_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:22379".to_string()],
+            connections_per_member: 2,
+            health_interval_ms: 1000,
+            dial_timeout_ms: 2000,
+            discover_members: false,
+            discover_interval_ms: 30_000,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter, e.g. "info" or "keygate=debug,info".
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".to_string(), format: "text".to_string() }
+    }
+}
+
+impl Config {
+    /// Reads the file (if given), applies the command line on top, and validates the result.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        args.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: shown, message })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+}

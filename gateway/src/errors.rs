@@ -1,0 +1,101 @@
+//! Every error keygate itself returns to a client, mapped to etcd's gRPC codes and messages in
+//! one place. Errors that etcd returns pass through untouched; these are the ones keygate makes.
+
+use tonic::{Code, Status};
+
+/// etcd's message when a member is shutting down; clients treat it as retryable.
+pub const SERVER_STOPPED: &str = "etcdserver: server stopped";
+
+/// An error produced by keygate (as opposed to one returned by an etcd member).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No etcd member is currently healthy enough to take the request.
+    #[error("etcdserver: no healthy etcd member available (keygate)")]
+    NoHealthyMember,
+    /// keygate is draining for shutdown.
+    #[error("{SERVER_STOPPED}")]
+    ShuttingDown,
+    /// A request message larger than the configured limit.
+    #[error("grpc: received message larger than max ({size} vs. {limit})")]
+    RequestTooLarge { size: usize, limit: usize },
+    /// A gRPC method that etcd does not have.
+    #[error("unknown method {method} for service {service}")]
+    UnknownMethod { service: String, method: String },
+    /// A gRPC service that etcd does not have.
+    #[error("unknown service {0}")]
+    UnknownService(String),
+}
+
+impl GatewayError {
+    /// The gRPC code etcd would use for the same condition.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::NoHealthyMember | Self::ShuttingDown => Code::Unavailable,
+            Self::RequestTooLarge { .. } => Code::ResourceExhausted,
+            Self::UnknownMethod { .. } | Self::UnknownService(_) => Code::Unimplemented,
+        }
+    }
+}
+
+impl From<GatewayError> for Status {
+    fn from(e: GatewayError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+/// tonic reports an over-limit message as OUT_OF_RANGE with its own wording; etcd (grpc-go)
+/// answers RESOURCE_EXHAUSTED. Returns the etcd form when `status` is that tonic error.
+pub fn etcd_decode_error(status: &Status) -> Option<Status> {
+    if status.code() != Code::OutOfRange {
+        return None;
+    }
+    let msg = status.message();
+    let rest = msg.strip_prefix("Error, decoded message length too large: found ")?;
+    let (size, rest) = rest.split_once(" bytes, the limit is: ")?;
+    let limit = rest.strip_suffix(" bytes").unwrap_or(rest);
+    let size = size.trim().parse().ok()?;
+    let limit = limit.trim().parse().ok()?;
+    Some(GatewayError::RequestTooLarge { size, limit }.into())
+}
+
+/// Whether a failed upstream call may be retried on another member without risk of applying
+/// a request twice: reads always may; writes only when the request never left keygate.
+pub fn retryable(status: &Status, read_only: bool) -> bool {
+    if status.code() != Code::Unavailable {
+        return false;
+    }
+    read_only || never_sent(status)
+}
+
+/// True when the upstream call failed before the request could reach the member (no
+/// connection could be made), so even a write is safe to send elsewhere.
+fn never_sent(status: &Status) -> bool {
+    let text = format!("{status:?}").to_ascii_lowercase();
+    text.contains("connection refused") || text.contains("tcp connect error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tonic_size_error_becomes_resource_exhausted() {
+        let s = Status::out_of_range(
+            "Error, decoded message length too large: found 3000000 bytes, the limit is: 2097152 bytes",
+        );
+        let mapped = etcd_decode_error(&s).expect("mapped");
+        assert_eq!(mapped.code(), Code::ResourceExhausted);
+        assert_eq!(mapped.message(), "grpc: received message larger than max (3000000 vs. 2097152)");
+        assert!(etcd_decode_error(&Status::out_of_range("other")).is_none());
+    }
+
+    #[test]
+    fn writes_retry_only_when_never_sent() {
+        let refused = Status::unavailable("tcp connect error: Connection refused (os error 111)");
+        let reset = Status::unavailable("error reading a body from connection");
+        assert!(retryable(&refused, false));
+        assert!(!retryable(&reset, false));
+        assert!(retryable(&reset, true));
+        assert!(!retryable(&Status::invalid_argument("x"), true));
+    }
+}

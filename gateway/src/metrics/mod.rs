@@ -1,0 +1,36 @@
+//! The Prometheus registry and each subsystem's metric families. Families are registered into
+//! a registry that is passed in, never a global one, so several keygates can live in one test.
+
+mod grpc;
+mod upstream;
+
+pub use grpc::{GrpcMetrics, RpcTimer};
+pub use upstream::UpstreamMetrics;
+
+use prometheus::{Encoder, Registry, TextEncoder};
+
+/// All of keygate's metric families.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub grpc: GrpcMetrics,
+    pub upstream: UpstreamMetrics,
+}
+
+impl Metrics {
+    pub fn new(registry: Registry) -> prometheus::Result<Self> {
+        Ok(Self {
+            grpc: GrpcMetrics::register(&registry)?,
+            upstream: UpstreamMetrics::register(&registry)?,
+            registry,
+        })
+    }
+
+    /// The registry in the Prometheus text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}

@@ -1,0 +1,82 @@
+//! Splits each HTTP request on the client port: gRPC goes to the etcd services, everything else
+//! to the HTTP endpoints. Also puts tonic's own errors into the words etcd's clients expect.
+
+use super::http::HttpEndpoints;
+use crate::errors;
+use crate::pipeline::Gateway;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tonic::body::Body;
+use tonic::service::Routes;
+use tower::ServiceExt;
+
+#[derive(Clone)]
+pub struct Dispatch {
+    grpc: Option<Routes>,
+    http: HttpEndpoints,
+}
+
+impl Dispatch {
+    pub fn new(gw: Arc<Gateway>, routes: Routes) -> Dispatch {
+        Dispatch { grpc: Some(routes), http: HttpEndpoints::new(gw) }
+    }
+
+    /// The same HTTP endpoints without gRPC, for the metrics port.
+    pub fn http_only(&self) -> Dispatch {
+        Dispatch { grpc: None, http: self.http.clone() }
+    }
+
+    pub fn for_peer(
+        &self,
+        _peer: SocketAddr,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send,
+    > + Clone {
+        let this = self.clone();
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let this = this.clone();
+            async move { Ok(this.handle(req).await) }
+        })
+    }
+
+    async fn handle(self, req: Request<Incoming>) -> Response<Body> {
+        match &self.grpc {
+            Some(routes) if is_grpc(&req) => {
+                let path = req.uri().path().to_string();
+                let req = req.map(Body::new);
+                match routes.clone().oneshot(req).await {
+                    Ok(resp) => etcd_wording(resp, &path),
+                    Err(never) => match never {},
+                }
+            }
+            _ => self.http.handle(req).await,
+        }
+    }
+}
+
+fn is_grpc(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Rewrites the trailers-only errors tonic produces before a handler runs (an oversized
+/// request, an unknown method) into etcd's (grpc-go's) codes and messages.
+fn etcd_wording(resp: Response<Body>, path: &str) -> Response<Body> {
+    let Some(code) = resp.headers().get("grpc-status") else { return resp };
+    let replacement = match code.as_bytes() {
+        b"11" => tonic::Status::from_header_map(resp.headers()).and_then(|s| errors::etcd_decode_error(&s)),
+        b"12" => crate::method::unknown(path).map(tonic::Status::from),
+        _ => None,
+    };
+    match replacement {
+        Some(status) => status.into_http(),
+        None => resp,
+    }
+}

@@ -1,0 +1,35 @@
+//! etcdserverpb.KV: Range, Put, DeleteRange, Txn, Compact.
+
+use super::unary;
+use crate::method;
+use crate::pipeline::Gateway;
+use keygate_proto::etcdserverpb::kv_client::KvClient;
+use keygate_proto::etcdserverpb::kv_server::{Kv, KvServer};
+use keygate_proto::etcdserverpb::*;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct KvService(Arc<Gateway>);
+
+pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> KvServer<KvService> {
+    KvServer::new(KvService(gw.clone())).max_decoding_message_size(max_recv)
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, r: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        unary!(self.0, method::RANGE, r, KvClient::range)
+    }
+    async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        unary!(self.0, method::PUT, r, KvClient::put)
+    }
+    async fn delete_range(&self, r: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+        unary!(self.0, method::DELETE_RANGE, r, KvClient::delete_range)
+    }
+    async fn txn(&self, r: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        unary!(self.0, method::TXN, r, KvClient::txn)
+    }
+    async fn compact(&self, r: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        unary!(self.0, method::COMPACT, r, KvClient::compact)
+    }
+}

@@ -1,0 +1,37 @@
+//! The gRPC services of the etcd API. Each handler names its method and hands the request to
+//! the pipeline with the upstream call to make; the pipeline does the rest.
+
+mod auth;
+mod cluster;
+mod concurrency;
+mod kv;
+mod lease;
+mod maintenance;
+mod watch;
+
+use crate::pipeline::Gateway;
+use std::sync::Arc;
+use tonic::service::Routes;
+
+/// Forwards one unary RPC through the pipeline with a fresh client on the chosen connection.
+macro_rules! unary {
+    ($gw:expr, $method:expr, $request:expr, $client:ident :: $call:ident) => {
+        $gw.unary(&$method, $request, |channel, request| async move {
+            $client::new(channel).max_decoding_message_size(usize::MAX).$call(request).await
+        })
+        .await
+    };
+}
+pub(crate) use unary;
+
+/// Every etcd service, as one router, with etcd's request size limit.
+pub fn routes(gw: &Arc<Gateway>, max_recv: usize) -> Routes {
+    Routes::new(kv::server(gw, max_recv))
+        .add_service(watch::server(gw, max_recv))
+        .add_service(lease::server(gw, max_recv))
+        .add_service(cluster::server(gw, max_recv))
+        .add_service(maintenance::server(gw, max_recv))
+        .add_service(auth::server(gw, max_recv))
+        .add_service(concurrency::lock_server(gw, max_recv))
+        .add_service(concurrency::election_server(gw, max_recv))
+}

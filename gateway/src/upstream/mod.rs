@@ -1,0 +1,136 @@
+//! The etcd member pool: a set of members with their connections and health, which one takes
+//! the next request, and how failures move requests to another member.
+
+mod discovery;
+mod health;
+mod member;
+
+pub use member::Member;
+
+use crate::config::UpstreamConfig;
+use crate::errors::GatewayError;
+use crate::metrics::UpstreamMetrics;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The members keygate forwards to. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    members: RwLock<Vec<Arc<Member>>>,
+    config: UpstreamConfig,
+    metrics: UpstreamMetrics,
+    /// Wakes the health checker early after a request saw a member fail.
+    recheck: Notify,
+}
+
+impl Pool {
+    pub fn new(config: &UpstreamConfig, metrics: UpstreamMetrics) -> Result<Pool, tonic::transport::Error> {
+        let mut members = Vec::with_capacity(config.endpoints.len());
+        for url in &config.endpoints {
+            members.push(Arc::new(Member::new(url, config, true)?));
+        }
+        metrics.members.set(members.len() as i64);
+        Ok(Pool {
+            inner: Arc::new(Inner {
+                members: RwLock::new(members),
+                config: config.clone(),
+                metrics,
+                recheck: Notify::new(),
+            }),
+        })
+    }
+
+    /// Checks every member once, then keeps checking (and discovering, if configured) in the
+    /// background until the returned tasks are dropped with the runtime.
+    pub async fn start(&self) {
+        health::check_all(self).await;
+        tokio::spawn(health::run(self.clone()));
+        if self.inner.config.discover_members {
+            tokio::spawn(discovery::run(self.clone()));
+        }
+    }
+
+    /// The member the next request goes to: the leader when it is healthy (a follower would
+    /// only forward writes and read-index requests to it), else the first healthy member in
+    /// configuration order, so that one keygate reads from one member at a time.
+    pub fn pick(&self) -> Result<Arc<Member>, GatewayError> {
+        let members = self.members();
+        let healthy = || members.iter().filter(|m| m.is_healthy());
+        healthy()
+            .find(|m| m.is_leader())
+            .or_else(|| healthy().next())
+            .cloned()
+            .ok_or(GatewayError::NoHealthyMember)
+    }
+
+    /// Picks a member other than those already tried, for a retry.
+    pub fn pick_excluding(&self, tried: &[Arc<Member>]) -> Option<Arc<Member>> {
+        let fresh = |m: &&Arc<Member>| !tried.iter().any(|t| Arc::ptr_eq(t, m));
+        let members = self.members();
+        let found = members.iter().filter(fresh).find(|m| m.is_healthy());
+        // When every other member is marked down, still try one: the mark may be stale.
+        found.or_else(|| members.iter().find(fresh)).cloned()
+    }
+
+    /// A request saw this member fail at the transport level: stop sending it work until the
+    /// health checker sees it answer again.
+    pub fn report_failure(&self, member: &Member) {
+        if member.set_healthy(false) {
+            tracing::warn!(member = %member.url(), "etcd member failed a request; marked unhealthy");
+            self.inner.metrics.member_healthy.with_label_values(&[member.url()]).set(0);
+        }
+        self.inner.recheck.notify_one();
+    }
+
+    /// Counts an upstream error, and takes the member out of rotation when the error came from
+    /// the connection rather than from etcd.
+    pub fn note_failure(&self, member: &Member, status: &tonic::Status) {
+        let transport =
+            status.code() == tonic::Code::Unavailable && !status.message().starts_with("etcdserver:");
+        self.record(member, if transport { "unavailable" } else { "etcd_error" });
+        if transport {
+            self.report_failure(member);
+        }
+    }
+
+    pub fn record(&self, member: &Member, outcome: &'static str) {
+        self.inner.metrics.requests.with_label_values(&[member.url(), outcome]).inc();
+    }
+
+    pub fn metrics(&self) -> &UpstreamMetrics {
+        &self.inner.metrics
+    }
+
+    /// True when at least one member is healthy.
+    pub fn any_healthy(&self) -> bool {
+        self.members().iter().any(|m| m.is_healthy())
+    }
+
+    pub fn members(&self) -> Vec<Arc<Member>> {
+        match self.inner.members.read() {
+            Ok(m) => m.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn config(&self) -> &UpstreamConfig {
+        &self.inner.config
+    }
+
+    fn health_interval(&self) -> Duration {
+        Duration::from_millis(self.inner.config.health_interval_ms)
+    }
+
+    fn replace_members(&self, members: Vec<Arc<Member>>) {
+        self.inner.metrics.members.set(members.len() as i64);
+        match self.inner.members.write() {
+            Ok(mut m) => *m = members,
+            Err(poisoned) => *poisoned.into_inner() = members,
+        }
+    }
+}
