@@ -11,6 +11,7 @@ pub mod keygate;
 pub mod normalize;
 pub mod ports;
 pub mod process;
+pub mod watch;
 
 pub use clients::Clients;
 pub use diff::DiffPair;
