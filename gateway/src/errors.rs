@@ -85,7 +85,10 @@ mod tests {
         );
         let mapped = etcd_decode_error(&s).expect("mapped");
         assert_eq!(mapped.code(), Code::ResourceExhausted);
-        assert_eq!(mapped.message(), "grpc: received message larger than max (3000000 vs. 2097152)");
+        assert_eq!(
+            mapped.message(),
+            "grpc: received message larger than max (3000000 vs. 2097152)"
+        );
         assert!(etcd_decode_error(&Status::out_of_range("other")).is_none());
     }
 

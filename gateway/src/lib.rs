@@ -17,10 +17,16 @@ use std::sync::Arc;
 
 /// Runs keygate until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let metrics = metrics::Metrics::new(prometheus::Registry::new()).context("registering metrics")?;
-    let pool = upstream::Pool::new(&config.upstream, metrics.upstream.clone()).context("upstream.endpoints")?;
+    let metrics =
+        metrics::Metrics::new(prometheus::Registry::new()).context("registering metrics")?;
+    let pool = upstream::Pool::new(&config.upstream, metrics.upstream.clone())
+        .context("upstream.endpoints")?;
     let (trigger, shutdown) = shutdown::channel();
-    let gw = Arc::new(pipeline::Gateway { pool: pool.clone(), metrics, shutdown: shutdown.clone() });
+    let gw = Arc::new(pipeline::Gateway {
+        pool: pool.clone(),
+        metrics,
+        shutdown: shutdown.clone(),
+    });
 
     let server = server::Server::bind(&config, gw).await?;
     let addr = server.local_addr()?;
@@ -29,7 +35,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(endpoints = ?config.upstream.endpoints, "no etcd member is healthy yet; serving anyway");
     }
     if let Some(path) = &config.server.ready_file {
-        write_ready_file(path, &addr.to_string()).with_context(|| format!("server.ready_file = {path}"))?;
+        write_ready_file(path, &addr.to_string())
+            .with_context(|| format!("server.ready_file = {path}"))?;
     }
     tracing::info!(%addr, endpoints = ?config.upstream.endpoints, "keygate is serving");
 

@@ -91,12 +91,18 @@ methods! {
 /// Why a gRPC path is not one of etcd's methods, in grpc-go's words.
 pub fn unknown(path: &str) -> Option<crate::errors::GatewayError> {
     use crate::errors::GatewayError;
-    let (service, name) = path.strip_prefix('/').and_then(|p| p.split_once('/')).unwrap_or(("", path));
+    let (service, name) = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .unwrap_or(("", path));
     if ALL.iter().any(|m| m.service == service && m.name == name) {
         return None;
     }
     if ALL.iter().any(|m| m.service == service) {
-        Some(GatewayError::UnknownMethod { service: service.to_string(), method: name.to_string() })
+        Some(GatewayError::UnknownMethod {
+            service: service.to_string(),
+            method: name.to_string(),
+        })
     } else {
         Some(GatewayError::UnknownService(service.to_string()))
     }
@@ -110,9 +116,14 @@ mod tests {
     fn unknown_paths_are_named_like_grpc_go() {
         assert!(unknown("/etcdserverpb.KV/Range").is_none());
         assert_eq!(
-            unknown("/etcdserverpb.KV/Nope").map(|e| e.to_string()).as_deref(),
+            unknown("/etcdserverpb.KV/Nope")
+                .map(|e| e.to_string())
+                .as_deref(),
             Some("unknown method Nope for service etcdserverpb.KV")
         );
-        assert_eq!(unknown("/foo.Bar/Baz").map(|e| e.to_string()).as_deref(), Some("unknown service foo.Bar"));
+        assert_eq!(
+            unknown("/foo.Bar/Baz").map(|e| e.to_string()).as_deref(),
+            Some("unknown service foo.Bar")
+        );
     }
 }

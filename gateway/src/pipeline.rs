@@ -66,7 +66,14 @@ impl Gateway {
         let timer = self.metrics.grpc.start(method);
         match self.forward(method, request, call).await {
             Ok(response) => Ok(response.map(|upstream| {
-                relay(method, upstream, None, timer, self.metrics.clone(), self.shutdown.clone())
+                relay(
+                    method,
+                    upstream,
+                    None,
+                    timer,
+                    self.metrics.clone(),
+                    self.shutdown.clone(),
+                )
             })),
             Err(status) => {
                 timer.finish(status.code());
@@ -89,7 +96,11 @@ impl Gateway {
         F: FnOnce(Channel, Request<ClientStream<Req>>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Response<Streaming<Resp>>, Status>> + Send,
     {
-        let (pool, metrics, shutdown) = (self.pool.clone(), self.metrics.clone(), self.shutdown.clone());
+        let (pool, metrics, shutdown) = (
+            self.pool.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        );
         async move {
             let timer = metrics.grpc.start(method);
             let member = match pool.pick() {
@@ -106,7 +117,9 @@ impl Gateway {
             match call(member.channel(), upstream_request).await {
                 Ok(response) => {
                     pool.record(&member, "ok");
-                    Ok(response.map(|upstream| relay(method, upstream, Some(failed_rx), timer, metrics, shutdown)))
+                    Ok(response.map(|upstream| {
+                        relay(method, upstream, Some(failed_rx), timer, metrics, shutdown)
+                    }))
                 }
                 Err(status) => {
                     pool.note_failure(&member, &status);
@@ -134,7 +147,8 @@ impl Gateway {
         let mut member = self.pool.pick()?;
         let mut tried: Vec<Arc<Member>> = Vec::new();
         loop {
-            let attempt = Request::from_parts(metadata.clone(), Extensions::default(), message.clone());
+            let attempt =
+                Request::from_parts(metadata.clone(), Extensions::default(), message.clone());
             let status = match call(member.channel(), attempt).await {
                 Ok(response) => {
                     self.pool.record(&member, "ok");
@@ -151,10 +165,13 @@ impl Gateway {
                 Some(next) => next,
                 None => return Err(status),
             };
-            self.pool.metrics().retries.with_label_values(&[method.name]).inc();
+            self.pool
+                .metrics()
+                .retries
+                .with_label_values(&[method.name])
+                .inc();
         }
     }
-
 }
 
 fn relay<Resp: Send + 'static>(
@@ -165,8 +182,20 @@ fn relay<Resp: Send + 'static>(
     metrics: Metrics,
     shutdown: Shutdown,
 ) -> RpcStream<Resp> {
-    let relay = Relay { upstream, client_failed, shutdown, metrics, method, timer: Some(timer), code: Code::Cancelled, done: false };
-    futures::stream::unfold(relay, |mut relay| async move { relay.next().await.map(|item| (item, relay)) }).boxed()
+    let relay = Relay {
+        upstream,
+        client_failed,
+        shutdown,
+        metrics,
+        method,
+        timer: Some(timer),
+        code: Code::Cancelled,
+        done: false,
+    };
+    futures::stream::unfold(relay, |mut relay| async move {
+        relay.next().await.map(|item| (item, relay))
+    })
+    .boxed()
 }
 
 /// The client's side of a bidirectional stream, as the stream of messages sent upstream. A

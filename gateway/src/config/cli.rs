@@ -49,8 +49,12 @@ impl ServeArgs {
             config.server.listen = listen;
         }
         if !self.endpoints.is_empty() {
-            config.upstream.endpoints =
-                self.endpoints.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+            config.upstream.endpoints = self
+                .endpoints
+                .iter()
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect();
         }
         if self.metrics_listen.is_some() {
             config.server.metrics_listen = self.metrics_listen;

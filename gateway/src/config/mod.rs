@@ -15,11 +15,17 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid configuration file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("invalid configuration: {option}: {message}")]
-    Invalid { option: &'static str, message: String },
+    Invalid {
+        option: &'static str,
+        message: String,
+    },
 }
 
 /// The whole configuration. Every field has a default; `config.toml` lists them all.
@@ -71,7 +77,8 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// The largest gRPC message keygate decodes, as etcd computes it.
     pub fn max_recv_message_bytes(&self) -> usize {
-        self.max_request_bytes.saturating_add(self.grpc_overhead_bytes)
+        self.max_request_bytes
+            .saturating_add(self.grpc_overhead_bytes)
     }
 
     pub fn drain_timeout(&self) -> Duration {
@@ -122,7 +129,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".to_string(), format: "text".to_string() }
+        Self {
+            level: "info".to_string(),
+            format: "text".to_string(),
+        }
     }
 }
 
@@ -140,9 +150,14 @@ impl Config {
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: shown, message })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: shown,
+            message,
+        })
     }
 
     pub fn from_toml(text: &str) -> Result<Config, String> {

@@ -3,39 +3,67 @@
 use super::{Config, ConfigError};
 
 fn invalid(option: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { option, message: message.into() }
+    ConfigError::Invalid {
+        option,
+        message: message.into(),
+    }
 }
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let up = &self.upstream;
         if up.endpoints.is_empty() {
-            return Err(invalid("upstream.endpoints", "at least one etcd endpoint is required"));
+            return Err(invalid(
+                "upstream.endpoints",
+                "at least one etcd endpoint is required",
+            ));
         }
         for e in &up.endpoints {
-            validate_endpoint(e).map_err(|m| invalid("upstream.endpoints", format!("{e:?}: {m}")))?;
+            validate_endpoint(e)
+                .map_err(|m| invalid("upstream.endpoints", format!("{e:?}: {m}")))?;
         }
         if up.connections_per_member == 0 || up.connections_per_member > 64 {
-            return Err(invalid("upstream.connections_per_member", "must be between 1 and 64"));
+            return Err(invalid(
+                "upstream.connections_per_member",
+                "must be between 1 and 64",
+            ));
         }
         if up.health_interval_ms < 10 {
-            return Err(invalid("upstream.health_interval_ms", "must be at least 10"));
+            return Err(invalid(
+                "upstream.health_interval_ms",
+                "must be at least 10",
+            ));
         }
         if up.dial_timeout_ms == 0 {
-            return Err(invalid("upstream.dial_timeout_ms", "must be greater than 0"));
+            return Err(invalid(
+                "upstream.dial_timeout_ms",
+                "must be greater than 0",
+            ));
         }
         if up.discover_members && up.discover_interval_ms < 100 {
-            return Err(invalid("upstream.discover_interval_ms", "must be at least 100"));
+            return Err(invalid(
+                "upstream.discover_interval_ms",
+                "must be at least 100",
+            ));
         }
         let s = &self.server;
         if s.max_request_bytes == 0 {
-            return Err(invalid("server.max_request_bytes", "must be greater than 0"));
+            return Err(invalid(
+                "server.max_request_bytes",
+                "must be greater than 0",
+            ));
         }
         if s.max_concurrent_streams == 0 {
-            return Err(invalid("server.max_concurrent_streams", "must be greater than 0"));
+            return Err(invalid(
+                "server.max_concurrent_streams",
+                "must be greater than 0",
+            ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(invalid("log.format", format!("{:?}: expected \"text\" or \"json\"", self.log.format)));
+            return Err(invalid(
+                "log.format",
+                format!("{:?}: expected \"text\" or \"json\"", self.log.format),
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
@@ -44,7 +72,9 @@ impl Config {
 }
 
 fn validate_endpoint(e: &str) -> Result<(), &'static str> {
-    let rest = e.strip_prefix("http://").ok_or("only http:// endpoints are supported")?;
+    let rest = e
+        .strip_prefix("http://")
+        .ok_or("only http:// endpoints are supported")?;
     let uri: http::Uri = e.parse().map_err(|_| "not a valid URL")?;
     if uri.port_u16().is_none() || rest.contains('/') && !rest.ends_with('/') {
         return Err("expected http://host:port");
@@ -59,7 +89,10 @@ mod tests {
     fn err(toml: &str) -> String {
         match Config::from_toml(toml) {
             Err(e) => e,
-            Ok(c) => c.validate().map(|_| String::new()).unwrap_or_else(|e| e.to_string()),
+            Ok(c) => c
+                .validate()
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.to_string()),
         }
     }
 
@@ -69,10 +102,19 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_file_is_the_defaults() {
+        let text = include_str!("../../../config.toml");
+        let shipped = Config::from_toml(text).expect("config.toml parses");
+        shipped.validate().expect("config.toml is valid");
+        assert_eq!(format!("{shipped:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
     fn errors_name_the_option() {
         assert!(err("[upstream]\nendpoints = []").contains("upstream.endpoints"));
         assert!(err("[upstream]\nendpoints = [\"127.0.0.1:1\"]").contains("upstream.endpoints"));
-        assert!(err("[upstream]\nconnections_per_member = 0").contains("upstream.connections_per_member"));
+        assert!(err("[upstream]\nconnections_per_member = 0")
+            .contains("upstream.connections_per_member"));
         assert!(err("[log]\nformat = \"xml\"").contains("log.format"));
         assert!(err("[server]\nlisten = \"nope\"").contains("listen"));
         assert!(err("[server]\nlisen = \"127.0.0.1:1\"").contains("lisen"));

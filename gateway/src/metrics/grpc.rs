@@ -18,11 +18,12 @@ const LABELS: [&str; 3] = ["grpc_type", "grpc_service", "grpc_method"];
 
 impl GrpcMetrics {
     pub fn register(r: &Registry) -> prometheus::Result<Self> {
-        let counter = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            r.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                r.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
         let handled_labels = ["grpc_type", "grpc_service", "grpc_method", "grpc_code"];
         let seconds = HistogramVec::new(
             HistogramOpts::new(
@@ -33,7 +34,11 @@ impl GrpcMetrics {
         )?;
         r.register(Box::new(seconds.clone()))?;
         Ok(Self {
-            started: counter("grpc_server_started_total", "Total number of RPCs started on the server.", &LABELS)?,
+            started: counter(
+                "grpc_server_started_total",
+                "Total number of RPCs started on the server.",
+                &LABELS,
+            )?,
             handled: counter(
                 "grpc_server_handled_total",
                 "Total number of RPCs completed on the server, regardless of success or failure.",
@@ -57,15 +62,23 @@ impl GrpcMetrics {
     pub fn start(&self, m: &'static Method) -> RpcTimer {
         let labels = [m.kind.label(), m.service, m.name];
         self.started.with_label_values(&labels).inc();
-        RpcTimer { metrics: self.clone(), method: m, start: Instant::now() }
+        RpcTimer {
+            metrics: self.clone(),
+            method: m,
+            start: Instant::now(),
+        }
     }
 
     pub fn message_received(&self, m: &'static Method) {
-        self.msg_received.with_label_values(&[m.kind.label(), m.service, m.name]).inc();
+        self.msg_received
+            .with_label_values(&[m.kind.label(), m.service, m.name])
+            .inc();
     }
 
     pub fn message_sent(&self, m: &'static Method) {
-        self.msg_sent.with_label_values(&[m.kind.label(), m.service, m.name]).inc();
+        self.msg_sent
+            .with_label_values(&[m.kind.label(), m.service, m.name])
+            .inc();
     }
 }
 
@@ -80,7 +93,10 @@ impl RpcTimer {
     pub fn finish(self, code: tonic::Code) {
         let m = self.method;
         let code = code_name(code);
-        self.metrics.handled.with_label_values(&[m.kind.label(), m.service, m.name, code]).inc();
+        self.metrics
+            .handled
+            .with_label_values(&[m.kind.label(), m.service, m.name, code])
+            .inc();
         self.metrics
             .seconds
             .with_label_values(&[m.kind.label(), m.service, m.name])

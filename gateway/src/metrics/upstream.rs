@@ -25,16 +25,26 @@ impl UpstreamMetrics {
             r.register(Box::new(g.clone()))?;
             Ok(g)
         };
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            r.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let members = IntGauge::new("keygate_upstream_members", "etcd members in keygate's pool.")?;
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                r.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let members = IntGauge::new(
+            "keygate_upstream_members",
+            "etcd members in keygate's pool.",
+        )?;
         r.register(Box::new(members.clone()))?;
         Ok(Self {
-            member_healthy: gauge_vec("keygate_upstream_member_healthy", "1 when the member passed its last health check.")?,
-            member_leader: gauge_vec("keygate_upstream_member_leader", "1 for the member that leads the cluster.")?,
+            member_healthy: gauge_vec(
+                "keygate_upstream_member_healthy",
+                "1 when the member passed its last health check.",
+            )?,
+            member_leader: gauge_vec(
+                "keygate_upstream_member_leader",
+                "1 for the member that leads the cluster.",
+            )?,
             health_checks: counter_vec(
                 "keygate_upstream_health_checks_total",
                 "Health checks of etcd members by result.",

@@ -21,12 +21,18 @@ pub struct Dispatch {
 
 impl Dispatch {
     pub fn new(gw: Arc<Gateway>, routes: Routes) -> Dispatch {
-        Dispatch { grpc: Some(routes), http: HttpEndpoints::new(gw) }
+        Dispatch {
+            grpc: Some(routes),
+            http: HttpEndpoints::new(gw),
+        }
     }
 
     /// The same HTTP endpoints without gRPC, for the metrics port.
     pub fn http_only(&self) -> Dispatch {
-        Dispatch { grpc: None, http: self.http.clone() }
+        Dispatch {
+            grpc: None,
+            http: self.http.clone(),
+        }
     }
 
     pub fn for_peer(
@@ -69,9 +75,12 @@ fn is_grpc(req: &Request<Incoming>) -> bool {
 /// Rewrites the trailers-only errors tonic produces before a handler runs (an oversized
 /// request, an unknown method) into etcd's (grpc-go's) codes and messages.
 fn etcd_wording(resp: Response<Body>, path: &str) -> Response<Body> {
-    let Some(code) = resp.headers().get("grpc-status") else { return resp };
+    let Some(code) = resp.headers().get("grpc-status") else {
+        return resp;
+    };
     let replacement = match code.as_bytes() {
-        b"11" => tonic::Status::from_header_map(resp.headers()).and_then(|s| errors::etcd_decode_error(&s)),
+        b"11" => tonic::Status::from_header_map(resp.headers())
+            .and_then(|s| errors::etcd_decode_error(&s)),
         b"12" => crate::method::unknown(path).map(tonic::Status::from),
         _ => None,
     };

@@ -37,7 +37,10 @@ impl HttpEndpoints {
             "/livez" => text(StatusCode::OK, "ok"),
             "/readyz" => self.readyz(),
             "/metrics" => Response::builder()
-                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+                .header(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
                 .body(Body::new(Full::new(Bytes::from(self.gw.metrics.render()))))
                 .unwrap_or_default(),
             _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
@@ -49,13 +52,19 @@ impl HttpEndpoints {
         if let Some(resp) = self.ask_member("/health").await {
             return resp;
         }
-        json(StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false","reason":"keygate: no healthy etcd member"}"#)
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"health":"false","reason":"keygate: no healthy etcd member"}"#,
+        )
     }
 
     async fn version(&self) -> Response<Body> {
         match self.ask_member("/version").await {
             Some(resp) => resp,
-            None => json(StatusCode::SERVICE_UNAVAILABLE, r#"{"etcdserver":"","etcdcluster":""}"#),
+            None => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"etcdserver":"","etcdcluster":""}"#,
+            ),
         }
     }
 
@@ -64,20 +73,27 @@ impl HttpEndpoints {
         if self.gw.pool.any_healthy() {
             text(StatusCode::OK, "ok")
         } else {
-            text(StatusCode::SERVICE_UNAVAILABLE, "keygate: no healthy etcd member")
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keygate: no healthy etcd member",
+            )
         }
     }
 
     async fn ask_member(&self, path: &str) -> Option<Response<Body>> {
         let member = self.gw.pool.pick().ok()?;
-        let uri: http::Uri = format!("{}{path}", member.url().trim_end_matches('/')).parse().ok()?;
+        let uri: http::Uri = format!("{}{path}", member.url().trim_end_matches('/'))
+            .parse()
+            .ok()?;
         let fetch = async {
             let resp = self.client.get(uri).await.ok()?;
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.ok()?.to_bytes();
             Some((parts, body))
         };
-        let (parts, body) = tokio::time::timeout(UPSTREAM_HTTP_TIMEOUT, fetch).await.ok()??;
+        let (parts, body) = tokio::time::timeout(UPSTREAM_HTTP_TIMEOUT, fetch)
+            .await
+            .ok()??;
         let mut builder = Response::builder().status(parts.status);
         if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
             builder = builder.header(header::CONTENT_TYPE, ct);
@@ -89,12 +105,18 @@ impl HttpEndpoints {
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(Body::new(Full::new(Bytes::from_static(body.as_bytes()))));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
 fn json(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = text(status, body);
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     resp
 }

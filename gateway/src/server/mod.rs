@@ -28,7 +28,9 @@ impl Server {
     /// Binds the configured addresses; fails with the address that could not be bound.
     pub async fn bind(config: &Config, gw: Arc<Gateway>) -> anyhow::Result<Server> {
         let bind = |addr: SocketAddr, option: &'static str| async move {
-            TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {option} = {addr}: {e}"))
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {option} = {addr}: {e}"))
         };
         let listener = bind(config.server.listen, "server.listen").await?;
         let metrics_listener = match config.server.metrics_listen {
@@ -36,7 +38,12 @@ impl Server {
             None => None,
         };
         let routes = grpc::routes(&gw, config.server.max_recv_message_bytes());
-        Ok(Server { listener, metrics_listener, dispatch: Dispatch::new(gw, routes), config: config.clone() })
+        Ok(Server {
+            listener,
+            metrics_listener,
+            dispatch: Dispatch::new(gw, routes),
+            config: config.clone(),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -52,9 +59,18 @@ impl Server {
         if let Some(metrics) = self.metrics_listener {
             let http_only = self.dispatch.http_only();
             let (builder, shutdown) = (builder.clone(), shutdown.clone());
-            tokio::spawn(async move { accept_loop(metrics, http_only, builder, None, shutdown).await });
+            tokio::spawn(
+                async move { accept_loop(metrics, http_only, builder, None, shutdown).await },
+            );
         }
-        accept_loop(self.listener, self.dispatch, builder, Some(&graceful), shutdown).await;
+        accept_loop(
+            self.listener,
+            self.dispatch,
+            builder,
+            Some(&graceful),
+            shutdown,
+        )
+        .await;
         tokio::select! {
             () = graceful.shutdown() => tracing::info!("all connections drained"),
             () = tokio::time::sleep(self.config.server.drain_timeout()) => {
@@ -108,7 +124,9 @@ fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let service = dispatch.for_peer(peer);
-    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
     let conn: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match graceful {
         Some(g) => Box::pin(g.watch(conn)),
         None => Box::pin(conn),

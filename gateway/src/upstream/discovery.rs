@@ -19,19 +19,29 @@ pub(super) async fn run(pool: Pool) {
 async fn discover(pool: &Pool) -> Result<(), tonic::Status> {
     let member = pool.pick()?;
     let list = ClusterClient::new(member.channel())
-        .member_list(MemberListRequest { linearizable: false })
+        .member_list(MemberListRequest {
+            linearizable: false,
+        })
         .await?
         .into_inner();
     let urls: Vec<String> = list
         .members
         .iter()
         .filter(|m| !m.is_learner)
-        .filter_map(|m| m.client_ur_ls.iter().find(|u| u.starts_with("http://")).cloned())
+        .filter_map(|m| {
+            m.client_ur_ls
+                .iter()
+                .find(|u| u.starts_with("http://"))
+                .cloned()
+        })
         .map(|u| u.trim_end_matches('/').to_string())
         .collect();
     let current = pool.members();
-    let mut next: Vec<Arc<Member>> =
-        current.iter().filter(|m| m.is_configured() || urls.iter().any(|u| u == m.url())).cloned().collect();
+    let mut next: Vec<Arc<Member>> = current
+        .iter()
+        .filter(|m| m.is_configured() || urls.iter().any(|u| u == m.url()))
+        .cloned()
+        .collect();
     for url in &urls {
         if !next.iter().any(|m| m.url() == url) {
             match Member::new(url, pool.config(), false) {

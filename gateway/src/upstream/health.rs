@@ -45,9 +45,18 @@ async fn check(pool: &Pool, member: &Arc<Member>) {
             (false, "error")
         }
     };
-    metrics.health_checks.with_label_values(&[url, result]).inc();
-    metrics.member_healthy.with_label_values(&[url]).set(i64::from(healthy));
-    metrics.member_leader.with_label_values(&[url]).set(i64::from(member.is_leader()));
+    metrics
+        .health_checks
+        .with_label_values(&[url, result])
+        .inc();
+    metrics
+        .member_healthy
+        .with_label_values(&[url])
+        .set(i64::from(healthy));
+    metrics
+        .member_leader
+        .with_label_values(&[url])
+        .set(i64::from(member.is_leader()));
     if member.set_healthy(healthy) {
         if healthy {
             tracing::info!(member = %url, "etcd member is healthy");

@@ -22,7 +22,11 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn new(url: &str, config: &UpstreamConfig, configured: bool) -> Result<Member, tonic::transport::Error> {
+    pub fn new(
+        url: &str,
+        config: &UpstreamConfig,
+        configured: bool,
+    ) -> Result<Member, tonic::transport::Error> {
         let dial = Duration::from_millis(config.dial_timeout_ms);
         let endpoint = Endpoint::from_shared(url.to_string())?
             .connect_timeout(dial)
@@ -32,7 +36,9 @@ impl Member {
             .keep_alive_while_idle(true)
             .initial_connection_window_size(Some(8 * 1024 * 1024))
             .initial_stream_window_size(Some(2 * 1024 * 1024));
-        let channels = (0..config.connections_per_member).map(|_| endpoint.connect_lazy()).collect();
+        let channels = (0..config.connections_per_member)
+            .map(|_| endpoint.connect_lazy())
+            .collect();
         let health = endpoint.clone().timeout(dial).connect_lazy();
         Ok(Member {
             url: url.to_string(),

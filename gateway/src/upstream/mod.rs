@@ -29,7 +29,10 @@ struct Inner {
 }
 
 impl Pool {
-    pub fn new(config: &UpstreamConfig, metrics: UpstreamMetrics) -> Result<Pool, tonic::transport::Error> {
+    pub fn new(
+        config: &UpstreamConfig,
+        metrics: UpstreamMetrics,
+    ) -> Result<Pool, tonic::transport::Error> {
         let mut members = Vec::with_capacity(config.endpoints.len());
         for url in &config.endpoints {
             members.push(Arc::new(Member::new(url, config, true)?));
@@ -82,7 +85,11 @@ impl Pool {
     pub fn report_failure(&self, member: &Member) {
         if member.set_healthy(false) {
             tracing::warn!(member = %member.url(), "etcd member failed a request; marked unhealthy");
-            self.inner.metrics.member_healthy.with_label_values(&[member.url()]).set(0);
+            self.inner
+                .metrics
+                .member_healthy
+                .with_label_values(&[member.url()])
+                .set(0);
         }
         self.inner.recheck.notify_one();
     }
@@ -90,16 +97,27 @@ impl Pool {
     /// Counts an upstream error, and takes the member out of rotation when the error came from
     /// the connection rather than from etcd.
     pub fn note_failure(&self, member: &Member, status: &tonic::Status) {
-        let transport =
-            status.code() == tonic::Code::Unavailable && !status.message().starts_with("etcdserver:");
-        self.record(member, if transport { "unavailable" } else { "etcd_error" });
+        let transport = status.code() == tonic::Code::Unavailable
+            && !status.message().starts_with("etcdserver:");
+        self.record(
+            member,
+            if transport {
+                "unavailable"
+            } else {
+                "etcd_error"
+            },
+        );
         if transport {
             self.report_failure(member);
         }
     }
 
     pub fn record(&self, member: &Member, outcome: &'static str) {
-        self.inner.metrics.requests.with_label_values(&[member.url(), outcome]).inc();
+        self.inner
+            .metrics
+            .requests
+            .with_label_values(&[member.url(), outcome])
+            .inc();
     }
 
     pub fn metrics(&self) -> &UpstreamMetrics {

@@ -47,13 +47,34 @@ impl Auth for AuthService {
         &self,
         r: Request<AuthUserChangePasswordRequest>,
     ) -> R<AuthUserChangePasswordResponse> {
-        unary!(self.0, method::USER_CHANGE_PASSWORD, r, AuthClient::user_change_password)
+        unary!(
+            self.0,
+            method::USER_CHANGE_PASSWORD,
+            r,
+            AuthClient::user_change_password
+        )
     }
-    async fn user_grant_role(&self, r: Request<AuthUserGrantRoleRequest>) -> R<AuthUserGrantRoleResponse> {
-        unary!(self.0, method::USER_GRANT_ROLE, r, AuthClient::user_grant_role)
+    async fn user_grant_role(
+        &self,
+        r: Request<AuthUserGrantRoleRequest>,
+    ) -> R<AuthUserGrantRoleResponse> {
+        unary!(
+            self.0,
+            method::USER_GRANT_ROLE,
+            r,
+            AuthClient::user_grant_role
+        )
     }
-    async fn user_revoke_role(&self, r: Request<AuthUserRevokeRoleRequest>) -> R<AuthUserRevokeRoleResponse> {
-        unary!(self.0, method::USER_REVOKE_ROLE, r, AuthClient::user_revoke_role)
+    async fn user_revoke_role(
+        &self,
+        r: Request<AuthUserRevokeRoleRequest>,
+    ) -> R<AuthUserRevokeRoleResponse> {
+        unary!(
+            self.0,
+            method::USER_REVOKE_ROLE,
+            r,
+            AuthClient::user_revoke_role
+        )
     }
     async fn role_add(&self, r: Request<AuthRoleAddRequest>) -> R<AuthRoleAddResponse> {
         unary!(self.0, method::ROLE_ADD, r, AuthClient::role_add)
@@ -71,12 +92,22 @@ impl Auth for AuthService {
         &self,
         r: Request<AuthRoleGrantPermissionRequest>,
     ) -> R<AuthRoleGrantPermissionResponse> {
-        unary!(self.0, method::ROLE_GRANT_PERMISSION, r, AuthClient::role_grant_permission)
+        unary!(
+            self.0,
+            method::ROLE_GRANT_PERMISSION,
+            r,
+            AuthClient::role_grant_permission
+        )
     }
     async fn role_revoke_permission(
         &self,
         r: Request<AuthRoleRevokePermissionRequest>,
     ) -> R<AuthRoleRevokePermissionResponse> {
-        unary!(self.0, method::ROLE_REVOKE_PERMISSION, r, AuthClient::role_revoke_permission)
+        unary!(
+            self.0,
+            method::ROLE_REVOKE_PERMISSION,
+            r,
+            AuthClient::role_revoke_permission
+        )
     }
 }

@@ -17,22 +17,49 @@ pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> ClusterServer<ClusterServic
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_add(&self, r: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+    async fn member_add(
+        &self,
+        r: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
         unary!(self.0, method::MEMBER_ADD, r, ClusterClient::member_add)
     }
-    async fn member_remove(&self, r: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
-        unary!(self.0, method::MEMBER_REMOVE, r, ClusterClient::member_remove)
+    async fn member_remove(
+        &self,
+        r: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        unary!(
+            self.0,
+            method::MEMBER_REMOVE,
+            r,
+            ClusterClient::member_remove
+        )
     }
-    async fn member_update(&self, r: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
-        unary!(self.0, method::MEMBER_UPDATE, r, ClusterClient::member_update)
+    async fn member_update(
+        &self,
+        r: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        unary!(
+            self.0,
+            method::MEMBER_UPDATE,
+            r,
+            ClusterClient::member_update
+        )
     }
-    async fn member_list(&self, r: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+    async fn member_list(
+        &self,
+        r: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
         unary!(self.0, method::MEMBER_LIST, r, ClusterClient::member_list)
     }
     async fn member_promote(
         &self,
         r: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        unary!(self.0, method::MEMBER_PROMOTE, r, ClusterClient::member_promote)
+        unary!(
+            self.0,
+            method::MEMBER_PROMOTE,
+            r,
+            ClusterClient::member_promote
+        )
     }
 }

@@ -38,19 +38,31 @@ impl Lock for LockService {
 impl Election for ElectionService {
     type ObserveStream = RpcStream<LeaderResponse>;
 
-    async fn campaign(&self, r: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
+    async fn campaign(
+        &self,
+        r: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignResponse>, Status> {
         unary!(self.0, method::CAMPAIGN, r, ElectionClient::campaign)
     }
-    async fn proclaim(&self, r: Request<ProclaimRequest>) -> Result<Response<ProclaimResponse>, Status> {
+    async fn proclaim(
+        &self,
+        r: Request<ProclaimRequest>,
+    ) -> Result<Response<ProclaimResponse>, Status> {
         unary!(self.0, method::PROCLAIM, r, ElectionClient::proclaim)
     }
     async fn leader(&self, r: Request<LeaderRequest>) -> Result<Response<LeaderResponse>, Status> {
         unary!(self.0, method::LEADER, r, ElectionClient::leader)
     }
-    async fn observe(&self, r: Request<LeaderRequest>) -> Result<Response<Self::ObserveStream>, Status> {
+    async fn observe(
+        &self,
+        r: Request<LeaderRequest>,
+    ) -> Result<Response<Self::ObserveStream>, Status> {
         self.0
             .server_stream(&method::OBSERVE, r, |channel, request| async move {
-                ElectionClient::new(channel).max_decoding_message_size(usize::MAX).observe(request).await
+                ElectionClient::new(channel)
+                    .max_decoding_message_size(usize::MAX)
+                    .observe(request)
+                    .await
             })
             .await
     }

@@ -23,13 +23,19 @@ impl Kv for KvService {
     async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         unary!(self.0, method::PUT, r, KvClient::put)
     }
-    async fn delete_range(&self, r: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+    async fn delete_range(
+        &self,
+        r: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
         unary!(self.0, method::DELETE_RANGE, r, KvClient::delete_range)
     }
     async fn txn(&self, r: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         unary!(self.0, method::TXN, r, KvClient::txn)
     }
-    async fn compact(&self, r: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+    async fn compact(
+        &self,
+        r: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
         unary!(self.0, method::COMPACT, r, KvClient::compact)
     }
 }

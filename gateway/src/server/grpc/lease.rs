@@ -3,11 +3,11 @@
 use super::unary;
 use crate::method;
 use crate::pipeline::{ClientStream, Gateway, RpcStream, Upstream};
-use tonic::transport::Channel;
 use keygate_proto::etcdserverpb::lease_client::LeaseClient;
 use keygate_proto::etcdserverpb::lease_server::{Lease, LeaseServer};
 use keygate_proto::etcdserverpb::*;
 use std::sync::Arc;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 pub struct LeaseService(Arc<Gateway>);
@@ -20,25 +20,41 @@ pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> LeaseServer<LeaseService> {
 impl Lease for LeaseService {
     type LeaseKeepAliveStream = RpcStream<LeaseKeepAliveResponse>;
 
-    async fn lease_grant(&self, r: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+    async fn lease_grant(
+        &self,
+        r: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
         unary!(self.0, method::LEASE_GRANT, r, LeaseClient::lease_grant)
     }
-    async fn lease_revoke(&self, r: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
+    async fn lease_revoke(
+        &self,
+        r: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
         unary!(self.0, method::LEASE_REVOKE, r, LeaseClient::lease_revoke)
     }
     async fn lease_keep_alive(
         &self,
         r: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        self.0.bidi_stream(&method::LEASE_KEEP_ALIVE, r, open_keep_alive).await
+        self.0
+            .bidi_stream(&method::LEASE_KEEP_ALIVE, r, open_keep_alive)
+            .await
     }
     async fn lease_time_to_live(
         &self,
         r: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        unary!(self.0, method::LEASE_TIME_TO_LIVE, r, LeaseClient::lease_time_to_live)
+        unary!(
+            self.0,
+            method::LEASE_TIME_TO_LIVE,
+            r,
+            LeaseClient::lease_time_to_live
+        )
     }
-    async fn lease_leases(&self, r: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
+    async fn lease_leases(
+        &self,
+        r: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
         unary!(self.0, method::LEASE_LEASES, r, LeaseClient::lease_leases)
     }
 }

@@ -25,7 +25,10 @@ impl Maintenance for MaintenanceService {
     async fn status(&self, r: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         unary!(self.0, method::STATUS, r, MaintenanceClient::status)
     }
-    async fn defragment(&self, r: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        r: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
         unary!(self.0, method::DEFRAGMENT, r, MaintenanceClient::defragment)
     }
     async fn hash(&self, r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -34,17 +37,34 @@ impl Maintenance for MaintenanceService {
     async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         unary!(self.0, method::HASH_KV, r, MaintenanceClient::hash_kv)
     }
-    async fn snapshot(&self, r: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        r: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.0
             .server_stream(&method::SNAPSHOT, r, |channel, request| async move {
-                MaintenanceClient::new(channel).max_decoding_message_size(usize::MAX).snapshot(request).await
+                MaintenanceClient::new(channel)
+                    .max_decoding_message_size(usize::MAX)
+                    .snapshot(request)
+                    .await
             })
             .await
     }
-    async fn move_leader(&self, r: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
-        unary!(self.0, method::MOVE_LEADER, r, MaintenanceClient::move_leader)
+    async fn move_leader(
+        &self,
+        r: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        unary!(
+            self.0,
+            method::MOVE_LEADER,
+            r,
+            MaintenanceClient::move_leader
+        )
     }
-    async fn downgrade(&self, r: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+    async fn downgrade(
+        &self,
+        r: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
         unary!(self.0, method::DOWNGRADE, r, MaintenanceClient::downgrade)
     }
 }

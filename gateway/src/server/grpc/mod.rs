@@ -17,7 +17,10 @@ use tonic::service::Routes;
 macro_rules! unary {
     ($gw:expr, $method:expr, $request:expr, $client:ident :: $call:ident) => {
         $gw.unary(&$method, $request, |channel, request| async move {
-            $client::new(channel).max_decoding_message_size(usize::MAX).$call(request).await
+            $client::new(channel)
+                .max_decoding_message_size(usize::MAX)
+                .$call(request)
+                .await
         })
         .await
     };

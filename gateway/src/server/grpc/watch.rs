@@ -2,11 +2,11 @@
 
 use crate::method;
 use crate::pipeline::{ClientStream, Gateway, RpcStream, Upstream};
-use tonic::transport::Channel;
 use keygate_proto::etcdserverpb::watch_client::WatchClient;
 use keygate_proto::etcdserverpb::watch_server::{Watch, WatchServer};
 use keygate_proto::etcdserverpb::{WatchRequest, WatchResponse};
 use std::sync::Arc;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 pub struct WatchService(Arc<Gateway>);
@@ -19,12 +19,23 @@ pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> WatchServer<WatchService> {
 impl Watch for WatchService {
     type WatchStream = RpcStream<WatchResponse>;
 
-    async fn watch(&self, r: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        r: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         self.0.bidi_stream(&method::WATCH, r, open_upstream).await
     }
 }
 
 /// Boxed here, where the types are concrete, so the compiler can see the future is Send.
-fn open_upstream(channel: Channel, request: Request<ClientStream<WatchRequest>>) -> Upstream<WatchResponse> {
-    Box::pin(async move { WatchClient::new(channel).max_decoding_message_size(usize::MAX).watch(request).await })
+fn open_upstream(
+    channel: Channel,
+    request: Request<ClientStream<WatchRequest>>,
+) -> Upstream<WatchResponse> {
+    Box::pin(async move {
+        WatchClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .watch(request)
+            .await
+    })
 }
