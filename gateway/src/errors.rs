@@ -59,19 +59,39 @@ pub fn etcd_decode_error(status: &Status) -> Option<Status> {
 }
 
 /// Whether a failed upstream call may be retried on another member without risk of applying
-/// a request twice: reads always may; writes only when the request never left keygate.
+/// a request twice: reads may after any connection failure or an UNAVAILABLE from etcd (no
+/// leader, leader changed); writes only when the request never left keygate.
 pub fn retryable(status: &Status, read_only: bool) -> bool {
-    if status.code() != Code::Unavailable {
-        return false;
+    if read_only {
+        status.code() == Code::Unavailable || is_transport_failure(status)
+    } else {
+        never_sent(status)
     }
-    read_only || never_sent(status)
 }
 
-/// True when the upstream call failed before the request could reach the member (no
-/// connection could be made), so even a write is safe to send elsewhere.
+/// True when the call failed in keygate's connection to the member rather than with an error
+/// that etcd returned. tonic attaches the underlying error only to failures it made itself.
+pub fn is_transport_failure(status: &Status) -> bool {
+    use std::error::Error;
+    status.source().is_some()
+        || (status.code() == Code::Unavailable && !status.message().starts_with("etcdserver:"))
+}
+
+/// True when the upstream call failed before the request could reach the member (the
+/// connection was refused or could not be made), so even a write is safe to send elsewhere.
 fn never_sent(status: &Status) -> bool {
-    let text = format!("{status:?}").to_ascii_lowercase();
-    text.contains("connection refused") || text.contains("tcp connect error")
+    use std::error::Error;
+    let mut cause: Option<&(dyn Error + 'static)> = status.source();
+    while let Some(e) = cause {
+        let refused = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+        if refused || e.to_string().starts_with("tcp connect error") {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -94,11 +114,19 @@ mod tests {
 
     #[test]
     fn writes_retry_only_when_never_sent() {
-        let refused = Status::unavailable("tcp connect error: Connection refused (os error 111)");
-        let reset = Status::unavailable("error reading a body from connection");
+        let io = |kind| Status::from_error(Box::new(std::io::Error::new(kind, "x")));
+        let refused = io(std::io::ErrorKind::ConnectionRefused);
+        let reset = io(std::io::ErrorKind::ConnectionReset);
         assert!(retryable(&refused, false));
         assert!(!retryable(&reset, false));
         assert!(retryable(&reset, true));
-        assert!(!retryable(&Status::invalid_argument("x"), true));
+        let leader_changed = Status::unavailable("etcdserver: leader changed");
+        assert!(retryable(&leader_changed, true));
+        assert!(!retryable(&leader_changed, false));
+        assert!(!is_transport_failure(&leader_changed));
+        assert!(!retryable(
+            &Status::invalid_argument("etcdserver: key is not provided"),
+            true
+        ));
     }
 }

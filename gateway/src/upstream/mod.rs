@@ -97,16 +97,13 @@ impl Pool {
     /// Counts an upstream error, and takes the member out of rotation when the error came from
     /// the connection rather than from etcd.
     pub fn note_failure(&self, member: &Member, status: &tonic::Status) {
-        let transport = status.code() == tonic::Code::Unavailable
-            && !status.message().starts_with("etcdserver:");
-        self.record(
-            member,
-            if transport {
-                "unavailable"
-            } else {
-                "etcd_error"
-            },
-        );
+        let transport = crate::errors::is_transport_failure(status);
+        let outcome = if transport {
+            "unavailable"
+        } else {
+            "etcd_error"
+        };
+        self.record(member, outcome);
         if transport {
             self.report_failure(member);
         }
