@@ -1,0 +1,103 @@
+//! Member discovery: keygate configured with one member of a 3-member cluster learns the other
+//! two from MemberList, and keeps serving from them when the configured member dies.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use keygate_proto::etcdserverpb::{PutRequest, RangeRequest};
+use keygate_tests::process::poll_until;
+use keygate_tests::{http, EtcdCluster, Keygate};
+
+async fn metric(addr: &str, line_prefix: &str) -> Result<Option<f64>> {
+    let body = http::get(addr, "/metrics", Duration::from_secs(5))
+        .await?
+        .body;
+    Ok(body
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn members_are_discovered_and_used_after_the_configured_one_dies() -> Result<()> {
+    let mut cluster = EtcdCluster::start(3).await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        "[upstream]\ndiscover_members = true\ndiscover_interval_ms = 200\nhealth_interval_ms = 100\n",
+    )?;
+    let config = config.to_string_lossy().to_string();
+    let keygate = Keygate::start(&[cluster.endpoint(0)], &["--config", &config]).await?;
+
+    poll_until(Duration::from_secs(15), "three members in the pool", || {
+        let addr = keygate.addr().to_string();
+        async move { Ok(metric(&addr, "keygate_upstream_members ").await? == Some(3.0)) }
+    })
+    .await
+    .with_context(|| keygate.log_tail(20))?;
+
+    let mut c = keygate.clients().await?;
+    c.kv.put(PutRequest {
+        key: "k".into(),
+        value: "before".into(),
+        ..Default::default()
+    })
+    .await?;
+
+    cluster.kill(0)?;
+    // Reads are retried on a discovered member; none may fail.
+    for _ in 0..20 {
+        let got =
+            c.kv.range(RangeRequest {
+                key: "k".into(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| keygate.log_tail(20))?
+            .into_inner();
+        assert_eq!(
+            got.kvs.first().map(|kv| kv.value.clone()),
+            Some("before".into())
+        );
+    }
+    // Writes reach the surviving members once the dead one is out of rotation.
+    poll_until(
+        Duration::from_secs(10),
+        "a put after the member died",
+        || {
+            let mut kv = c.kv.clone();
+            async move {
+                let put = PutRequest {
+                    key: "k".into(),
+                    value: "after".into(),
+                    ..Default::default()
+                };
+                Ok(kv.put(put).await.is_ok())
+            }
+        },
+    )
+    .await?;
+    let direct = cluster.clients(1).await?;
+    let got = direct
+        .kv
+        .clone()
+        .range(RangeRequest {
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        got.kvs.first().map(|kv| kv.value.clone()),
+        Some("after".into())
+    );
+    // The configured member stays in the pool, marked unhealthy.
+    let dead = format!(
+        "keygate_upstream_member_healthy{{member=\"{}\"}}",
+        cluster.endpoint(0)
+    );
+    assert_eq!(metric(keygate.addr(), &dead).await?, Some(0.0));
+    Ok(())
+}
