@@ -6,11 +6,13 @@ pub mod clients;
 pub mod diff;
 pub mod etcd;
 pub mod etcdctl;
+pub mod grpc_diff;
 pub mod http;
 pub mod keygate;
 pub mod normalize;
 pub mod ports;
 pub mod process;
+pub mod raw_grpc;
 pub mod watch;
 
 pub use clients::Clients;
