@@ -10,14 +10,17 @@ use keygate_tests::{http, ports, Clients, EtcdCluster, Keygate};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn put(c: &mut Clients, k: &str, v: &str) -> Result<()> {
-    c.kv.put(PutRequest {
-        key: Bytes::copy_from_slice(k.as_bytes()),
-        value: Bytes::copy_from_slice(v.as_bytes()),
-        ..Default::default()
-    })
-    .await?;
-    Ok(())
+/// Puts and returns the revision of the write.
+async fn put(c: &mut Clients, k: &str, v: &str) -> Result<i64> {
+    let resp =
+        c.kv.put(PutRequest {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: Bytes::copy_from_slice(v.as_bytes()),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(resp.header.map(|h| h.revision).unwrap_or_default())
 }
 
 async fn get(c: &mut Clients, k: &str) -> Result<Option<Bytes>> {
@@ -86,7 +89,20 @@ async fn http_endpoints_metrics_and_sigterm() -> Result<()> {
         }
     }
 
+    // An open watch must not hold up the drain.
+    let ctl = keygate_tests::Etcdctl::new(std::slice::from_ref(&addr))?;
+    let rev = put(&mut c, "metrics-probe", "2").await?;
+    let mut watcher = ctl.spawn(&["watch", "metrics-probe", &format!("--rev={rev}")])?;
+    let lines = watcher.lines(3, HTTP_TIMEOUT).await?;
+    ensure!(lines == ["PUT", "metrics-probe", "2"], "{lines:?}");
+
+    let stopping = Instant::now();
     let status = keygate.stop().await?;
+    ensure!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "SIGTERM drain took {:?} with a watch open",
+        stopping.elapsed()
+    );
     ensure!(
         status.success(),
         "keygate exited with {status} on SIGTERM; log:\n{}",
@@ -113,7 +129,7 @@ async fn survives_the_death_of_an_etcd_member() -> Result<()> {
     let mut written = false;
     while Instant::now() < deadline {
         match put(&mut c, "k", "after").await {
-            Ok(()) => {
+            Ok(_) => {
                 written = true;
                 break;
             }
