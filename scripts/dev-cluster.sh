@@ -2,6 +2,7 @@
 # Quick start, command 1: a local 3-member etcd cluster under ./.dev/ and keygate in front of
 # it on 127.0.0.1:2379, in the foreground. Ctrl-C stops keygate and the members started here.
 # Fixed ports on purpose: this is the interactive dev setup, not a test.
+# KEYGATE_BIN=path skips the release build; extra arguments go to `keygate serve`.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -11,15 +12,21 @@ ETCD_BIN_DIR=$(bash scripts/install-deps.sh | tail -n1)
 etcd="$ETCD_BIN_DIR/etcd"
 etcdctl="$ETCD_BIN_DIR/etcdctl"
 
-cargo build --release -p keygate
-keygate="${CARGO_TARGET_DIR:-$root/target}/release/keygate"
+# KEYGATE_BIN runs a binary you built yourself instead.
+if [[ -n "${KEYGATE_BIN:-}" ]]; then
+  keygate=$KEYGATE_BIN
+else
+  cargo build --release -p keygate
+  keygate="${CARGO_TARGET_DIR:-$root/target}/release/keygate"
+fi
 
 dev="$root/.dev"
 mkdir -p "$dev"
 
 names=(m0 m1 m2)
-client_ports=(22379 32379 42379)
-peer_ports=(22380 32380 42380)
+# Below 32768, so they do not collide with ephemeral ports other programs hold.
+client_ports=(12379 22379 23379)
+peer_ports=(12380 22380 23380)
 
 initial_cluster=""
 for i in 0 1 2; do
@@ -60,14 +67,24 @@ done
 
 echo "waiting for the etcd members (logs in $dev/m*.log) ..." >&2
 for i in 0 1 2; do
+  healthy=
   for _ in $(seq 1 300); do
+    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+      echo "etcd member ${names[$i]} exited; last lines of $dev/${names[$i]}.log:" >&2
+      tail -n 5 "$dev/${names[$i]}.log" >&2
+      exit 1
+    fi
     if ETCDCTL_API=3 "$etcdctl" --endpoints "127.0.0.1:${client_ports[$i]}" \
       --command-timeout=1s endpoint health >/dev/null 2>&1; then
+      healthy=1
       break
     fi
     sleep 0.1
   done
-  ETCDCTL_API=3 "$etcdctl" --endpoints "127.0.0.1:${client_ports[$i]}" endpoint health >&2
+  if [[ -z $healthy ]]; then
+    echo "etcd member ${names[$i]} is not healthy after 30s; see $dev/${names[$i]}.log" >&2
+    exit 1
+  fi
 done
 
 cat <<MSG
