@@ -4,11 +4,15 @@
 
 pub mod config;
 pub mod errors;
+pub mod identity;
 pub mod method;
 pub mod metrics;
+pub mod mirror;
 pub mod pipeline;
+pub mod revision;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod upstream;
 
 use anyhow::Context;
@@ -19,18 +23,35 @@ use std::sync::Arc;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics =
         metrics::Metrics::new(prometheus::Registry::new()).context("registering metrics")?;
-    let pool = upstream::Pool::new(&config.upstream, metrics.upstream.clone())
+    let upstream_tls = tls::UpstreamTls::load(&config.upstream.tls)?;
+    let pool = upstream::Pool::with_tls(&config.upstream, metrics.upstream.clone(), upstream_tls)
         .context("upstream.endpoints")?;
+    let identity_metrics = metrics::IdentityMetrics::register(
+        &metrics.registry,
+        config.identity.max_metric_identities,
+    )
+    .context("registering metrics")?;
     let (trigger, shutdown) = shutdown::channel();
+    let seen = Arc::new(revision::SeenRevision::default());
+    let mirror = config
+        .mirror
+        .enabled
+        .then(|| mirror::Mirror::new(&config.mirror, metrics.mirror.clone(), &pool, seen.clone()));
     let gw = Arc::new(pipeline::Gateway {
         pool: pool.clone(),
         metrics,
         shutdown: shutdown.clone(),
+        seen,
+        mirror: mirror.clone(),
+        identity: identity::Identifier::new(&config.identity, identity_metrics),
     });
 
     let server = server::Server::bind(&config, gw).await?;
     let addr = server.local_addr()?;
     pool.start().await;
+    if let Some(mirror) = &mirror {
+        mirror.start(pool.clone());
+    }
     if !pool.any_healthy() {
         tracing::warn!(endpoints = ?config.upstream.endpoints, "no etcd member is healthy yet; serving anyway");
     }

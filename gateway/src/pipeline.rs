@@ -1,14 +1,19 @@
 //! The request path. Every RPC, unary or streaming, passes through these functions, which a
-//! reader can follow top to bottom: the RPC is accounted as started, routed to an etcd member
-//! (retried on another member where that cannot apply a write twice), relayed back, and
-//! accounted as finished.
+//! reader can follow top to bottom: the RPC is accounted as started; it is routed — a Range to
+//! the read mirror when the mirror can answer exactly, everything else to an etcd member
+//! (retried on another member where that cannot apply a write twice); the response is relayed
+//! back, its revision noted; and the RPC is accounted as finished.
 
 use crate::errors::{self, GatewayError};
-use crate::method::Method;
+use crate::identity::{ConnectionInfo, Identifier};
+use crate::method::{self, Method};
 use crate::metrics::{Metrics, RpcTimer};
+use crate::mirror::{Declined, Mirror};
+use crate::revision::{Revisioned, SeenRevision};
 use crate::shutdown::Shutdown;
 use crate::upstream::{Member, Pool};
 use futures::stream::{BoxStream, StreamExt};
+use keygate_proto::etcdserverpb::{kv_client::KvClient, RangeRequest, RangeResponse};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -29,6 +34,11 @@ pub struct Gateway {
     pub pool: Pool,
     pub metrics: Metrics,
     pub shutdown: Shutdown,
+    /// The highest revision shown to any client.
+    pub seen: Arc<SeenRevision>,
+    pub mirror: Option<Mirror>,
+    /// Works out who each caller is.
+    pub identity: Identifier,
 }
 
 impl Gateway {
@@ -36,45 +46,118 @@ impl Gateway {
     pub async fn unary<Req, Resp, F, Fut>(
         &self,
         method: &'static Method,
-        request: Request<Req>,
+        mut request: Request<Req>,
         call: F,
     ) -> Result<Response<Resp>, Status>
     where
         Req: Clone,
+        Resp: Revisioned,
         F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let timer = self.metrics.grpc.start(method);
+        if let Err(status) = self.identify(method, &mut request) {
+            timer.finish(status.code());
+            return Err(status);
+        }
         let result = self.forward(method, request, call).await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
         result
     }
 
+    /// Phase 2, identify: the caller's identity from the connection (set by the server) and
+    /// the request's credentials, carried in the request's extensions to later phases.
+    fn identify<T>(&self, method: &'static Method, request: &mut Request<T>) -> Result<(), Status> {
+        let conn = request.extensions().get::<ConnectionInfo>().cloned();
+        // Authenticate is how a caller without identity gets one.
+        let anonymous_ok = std::ptr::eq(method, &method::AUTHENTICATE);
+        let identity =
+            self.identity
+                .identify(request.metadata_mut().as_mut(), conn.as_ref(), anonymous_ok)?;
+        self.identity.account(&identity);
+        request.extensions_mut().insert(identity);
+        Ok(())
+    }
+
+    /// Range: from the mirror when it can give etcd's exact answer at a revision the contract
+    /// allows, else from etcd.
+    pub async fn range(
+        &self,
+        mut request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let timer = self.metrics.grpc.start(&method::RANGE);
+        if let Err(status) = self.identify(&method::RANGE, &mut request) {
+            timer.finish(status.code());
+            return Err(status);
+        }
+        let consistency = if request.get_ref().serializable {
+            "serializable"
+        } else {
+            "linearizable"
+        };
+        let result = match self.read_from_mirror(&request).await {
+            Ok(response) => {
+                self.metrics
+                    .mirror
+                    .reads
+                    .with_label_values(&[consistency, "mirror", ""])
+                    .inc();
+                Ok(Response::new(response))
+            }
+            Err(declined) => {
+                let reason = declined.label();
+                self.metrics
+                    .mirror
+                    .reads
+                    .with_label_values(&[consistency, "upstream", reason])
+                    .inc();
+                self.forward(&method::RANGE, request, |channel, request| async move {
+                    KvClient::new(channel)
+                        .max_decoding_message_size(usize::MAX)
+                        .range(request)
+                        .await
+                })
+                .await
+            }
+        };
+        timer.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+        result
+    }
+
+    async fn read_from_mirror(
+        &self,
+        request: &Request<RangeRequest>,
+    ) -> Result<RangeResponse, Declined> {
+        let mirror = self.mirror.as_ref().ok_or(Declined::NotServing)?;
+        // etcd checks a token's permissions on every read; the mirror cannot, so reads made
+        // with etcd credentials go to etcd.
+        let md = request.metadata();
+        if md.contains_key("token") || md.contains_key("authorization") {
+            return Err(Declined::Credentials);
+        }
+        mirror.range(request.get_ref()).await
+    }
+
     /// One request, a stream of responses (Snapshot, Observe).
     pub async fn server_stream<Req, Resp, F, Fut>(
-        &self,
+        self: &Arc<Self>,
         method: &'static Method,
-        request: Request<Req>,
+        mut request: Request<Req>,
         call: F,
     ) -> Result<Response<RpcStream<Resp>>, Status>
     where
         Req: Clone,
-        Resp: Send + 'static,
+        Resp: Revisioned + Send + 'static,
         F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Streaming<Resp>>, Status>>,
     {
         let timer = self.metrics.grpc.start(method);
+        if let Err(status) = self.identify(method, &mut request) {
+            timer.finish(status.code());
+            return Err(status);
+        }
         match self.forward(method, request, call).await {
-            Ok(response) => Ok(response.map(|upstream| {
-                relay(
-                    method,
-                    upstream,
-                    None,
-                    timer,
-                    self.metrics.clone(),
-                    self.shutdown.clone(),
-                )
-            })),
+            Ok(response) => Ok(response.map(|upstream| self.relay(method, upstream, None, timer))),
             Err(status) => {
                 timer.finish(status.code());
                 Err(status)
@@ -84,48 +167,42 @@ impl Gateway {
 
     /// A stream of requests and a stream of responses (Watch, LeaseKeepAlive). The client's
     /// messages flow to one member as they arrive; a half-close is passed on as etcd sees it.
-    pub fn bidi_stream<Req, Resp, F, Fut>(
-        &self,
+    pub async fn bidi_stream<Req, Resp, F>(
+        self: &Arc<Self>,
         method: &'static Method,
-        request: Request<Streaming<Req>>,
+        mut request: Request<Streaming<Req>>,
         call: F,
-    ) -> impl Future<Output = Result<Response<RpcStream<Resp>>, Status>> + Send + 'static
+    ) -> Result<Response<RpcStream<Resp>>, Status>
     where
         Req: Send + 'static,
-        Resp: Send + 'static,
-        F: FnOnce(Channel, Request<ClientStream<Req>>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Response<Streaming<Resp>>, Status>> + Send,
+        Resp: Revisioned + Send + 'static,
+        F: FnOnce(Channel, Request<ClientStream<Req>>) -> Upstream<Resp>,
     {
-        let (pool, metrics, shutdown) = (
-            self.pool.clone(),
-            self.metrics.clone(),
-            self.shutdown.clone(),
-        );
-        async move {
-            let timer = metrics.grpc.start(method);
-            let member = match pool.pick() {
-                Ok(member) => member,
-                Err(e) => {
-                    timer.finish(e.code());
-                    return Err(e.into());
-                }
-            };
-            let (metadata, _, inbound) = request.into_parts();
-            let (failed_tx, failed_rx) = oneshot::channel();
-            let inbound = client_messages(inbound, method, metrics.grpc.clone(), failed_tx);
-            let upstream_request = Request::from_parts(metadata, Extensions::default(), inbound);
-            match call(member.channel(), upstream_request).await {
-                Ok(response) => {
-                    pool.record(&member, "ok");
-                    Ok(response.map(|upstream| {
-                        relay(method, upstream, Some(failed_rx), timer, metrics, shutdown)
-                    }))
-                }
-                Err(status) => {
-                    pool.note_failure(&member, &status);
-                    timer.finish(status.code());
-                    Err(status)
-                }
+        let timer = self.metrics.grpc.start(method);
+        if let Err(status) = self.identify(method, &mut request) {
+            timer.finish(status.code());
+            return Err(status);
+        }
+        let member = match self.pool.pick() {
+            Ok(member) => member,
+            Err(e) => {
+                timer.finish(e.code());
+                return Err(e.into());
+            }
+        };
+        let (metadata, _, inbound) = request.into_parts();
+        let (failed_tx, failed_rx) = oneshot::channel();
+        let inbound = client_messages(inbound, method, self.metrics.grpc.clone(), failed_tx);
+        let upstream_request = Request::from_parts(metadata, Extensions::default(), inbound);
+        match call(member.channel(), upstream_request).await {
+            Ok(response) => {
+                self.pool.record(&member, "ok");
+                Ok(response.map(|upstream| self.relay(method, upstream, Some(failed_rx), timer)))
+            }
+            Err(status) => {
+                self.pool.note_failure(&member, &status);
+                timer.finish(status.code());
+                Err(status)
             }
         }
     }
@@ -140,6 +217,7 @@ impl Gateway {
     ) -> Result<Response<Resp>, Status>
     where
         Req: Clone,
+        Resp: Revisioned,
         F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
@@ -152,6 +230,7 @@ impl Gateway {
             let status = match call(member.channel(), attempt).await {
                 Ok(response) => {
                     self.pool.record(&member, "ok");
+                    self.seen.observe_response(response.get_ref());
                     return Ok(response);
                 }
                 Err(status) => status,
@@ -172,30 +251,28 @@ impl Gateway {
                 .inc();
         }
     }
-}
 
-fn relay<Resp: Send + 'static>(
-    method: &'static Method,
-    upstream: Streaming<Resp>,
-    client_failed: Option<oneshot::Receiver<Status>>,
-    timer: RpcTimer,
-    metrics: Metrics,
-    shutdown: Shutdown,
-) -> RpcStream<Resp> {
-    let relay = Relay {
-        upstream,
-        client_failed,
-        shutdown,
-        metrics,
-        method,
-        timer: Some(timer),
-        code: Code::Cancelled,
-        done: false,
-    };
-    futures::stream::unfold(relay, |mut relay| async move {
-        relay.next().await.map(|item| (item, relay))
-    })
-    .boxed()
+    fn relay<Resp: Revisioned + Send + 'static>(
+        self: &Arc<Self>,
+        method: &'static Method,
+        upstream: Streaming<Resp>,
+        client_failed: Option<oneshot::Receiver<Status>>,
+        timer: RpcTimer,
+    ) -> RpcStream<Resp> {
+        let relay = Relay {
+            upstream,
+            client_failed,
+            gw: self.clone(),
+            method,
+            timer: Some(timer),
+            code: Code::Cancelled,
+            done: false,
+        };
+        futures::stream::unfold(relay, |mut relay| async move {
+            relay.next().await.map(|item| (item, relay))
+        })
+        .boxed()
+    }
 }
 
 /// The client's side of a bidirectional stream, as the stream of messages sent upstream. A
@@ -237,26 +314,26 @@ fn client_messages<Req: Send + 'static>(
 struct Relay<Resp> {
     upstream: Streaming<Resp>,
     client_failed: Option<oneshot::Receiver<Status>>,
-    shutdown: Shutdown,
-    metrics: Metrics,
+    gw: Arc<Gateway>,
     method: &'static Method,
     timer: Option<RpcTimer>,
     code: Code,
     done: bool,
 }
 
-impl<Resp> Relay<Resp> {
+impl<Resp: Revisioned> Relay<Resp> {
     async fn next(&mut self) -> Option<Result<Resp, Status>> {
         if self.done {
             return None;
         }
         let failure = tokio::select! {
             biased;
-            () = self.shutdown.wait() => Status::from(GatewayError::ShuttingDown),
+            () = self.gw.shutdown.wait() => Status::from(GatewayError::ShuttingDown),
             status = client_failure(&mut self.client_failed) => status,
             message = self.upstream.message() => match message {
                 Ok(Some(message)) => {
-                    self.metrics.grpc.message_sent(self.method);
+                    self.gw.metrics.grpc.message_sent(self.method);
+                    self.gw.seen.observe_response(&message);
                     return Some(Ok(message));
                 }
                 Ok(None) => {
@@ -264,6 +341,10 @@ impl<Resp> Relay<Resp> {
                     self.done = true;
                     return None;
                 }
+                // A member that died mid-stream: etcd's clients resume a stream that ends
+                // with UNAVAILABLE (on another endpoint, here keygate again), but give up on
+                // the UNKNOWN that a broken connection would otherwise surface as.
+                Err(status) if errors::is_transport_failure(&status) => Status::unavailable(status.message()),
                 Err(status) => status,
             },
         };

@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// server.ready_file: write the bound client address here once serving.
     #[arg(long, env = "KEYGATE_READY_FILE")]
     pub ready_file: Option<String>,
+    /// mirror.enabled = false: forward every read to etcd.
+    #[arg(long, env = "KEYGATE_NO_MIRROR")]
+    pub no_mirror: bool,
     /// log.level: tracing filter.
     #[arg(long, env = "KEYGATE_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -61,6 +64,9 @@ impl ServeArgs {
         }
         if self.ready_file.is_some() {
             config.server.ready_file.clone_from(&self.ready_file);
+        }
+        if self.no_mirror {
+            config.mirror.enabled = false;
         }
         if let Some(level) = &self.log_level {
             config.log.level.clone_from(level);

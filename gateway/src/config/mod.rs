@@ -2,9 +2,11 @@
 //! environment variables, then validated with errors that name the offending option.
 
 mod cli;
+mod tls;
 mod validate;
 
 pub use cli::{Cli, Command, ServeArgs};
+pub use tls::{BearerToken, IdentityConfig, ServerTlsConfig, UpstreamTlsConfig};
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -36,8 +38,12 @@ pub struct Config {
     pub server: ServerConfig,
     /// The etcd members keygate forwards to.
     pub upstream: UpstreamConfig,
+    /// The in-memory read mirror.
+    pub mirror: MirrorConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Who callers are: bearer tokens, anonymous access.
+    pub identity: IdentityConfig,
 }
 
 /// The client port: gRPC and HTTP on one address.
@@ -58,6 +64,10 @@ pub struct ServerConfig {
     pub drain_timeout_ms: u64,
     /// Write the bound client address to this file once serving (for supervisors and tests).
     pub ready_file: Option<String>,
+    /// Serve /debug/* endpoints (e.g. /debug/identity, which echoes the caller's identity).
+    pub debug_endpoints: bool,
+    /// TLS on the client port.
+    pub tls: ServerTlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +80,8 @@ impl Default for ServerConfig {
             max_concurrent_streams: u32::MAX,
             drain_timeout_ms: 10_000,
             ready_file: None,
+            debug_endpoints: false,
+            tls: ServerTlsConfig::default(),
         }
     }
 }
@@ -90,7 +102,7 @@ impl ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Client URLs of the etcd members (http://host:port).
+    /// Client URLs of the etcd members (http://host:port or https://host:port).
     pub endpoints: Vec<String>,
     /// HTTP/2 connections kept open to each member; requests are spread over them.
     pub connections_per_member: usize,
@@ -102,6 +114,8 @@ pub struct UpstreamConfig {
     pub discover_members: bool,
     /// How often MemberList is consulted when discover_members is on.
     pub discover_interval_ms: u64,
+    /// TLS to the members (for https:// endpoints).
+    pub tls: UpstreamTlsConfig,
 }
 
 impl Default for UpstreamConfig {
@@ -113,6 +127,37 @@ impl Default for UpstreamConfig {
             dial_timeout_ms: 2000,
             discover_members: false,
             discover_interval_ms: 30_000,
+            tls: UpstreamTlsConfig::default(),
+        }
+    }
+}
+
+/// The read mirror: an in-memory copy of the keyspace that answers Range requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// Serve Range requests from the mirror when it can answer exactly as etcd would.
+    pub enabled: bool,
+    /// Memory budget; over it the mirror is dropped and reads go to etcd.
+    pub max_bytes: usize,
+    /// Keys per page when listing the keyspace.
+    pub page_size: i64,
+    /// How long a read may wait for the mirror to reach the revision it needs, then it is
+    /// forwarded to etcd.
+    pub wait_timeout_ms: u64,
+    /// While the mirror's upstream watch is down, how long serializable reads may still be
+    /// served from it.
+    pub max_staleness_ms: u64,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: 1 << 30,
+            page_size: 1000,
+            wait_timeout_ms: 1000,
+            max_staleness_ms: 5000,
         }
     }
 }

@@ -46,6 +46,9 @@ impl Config {
                 "must be at least 100",
             ));
         }
+        if self.mirror.page_size <= 0 {
+            return Err(invalid("mirror.page_size", "must be greater than 0"));
+        }
         let s = &self.server;
         if s.max_request_bytes == 0 {
             return Err(invalid(
@@ -65,6 +68,7 @@ impl Config {
                 format!("{:?}: expected \"text\" or \"json\"", self.log.format),
             ));
         }
+        self.validate_tls()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
         Ok(())
@@ -74,10 +78,11 @@ impl Config {
 fn validate_endpoint(e: &str) -> Result<(), &'static str> {
     let rest = e
         .strip_prefix("http://")
-        .ok_or("only http:// endpoints are supported")?;
+        .or_else(|| e.strip_prefix("https://"))
+        .ok_or("only http:// and https:// endpoints are supported")?;
     let uri: http::Uri = e.parse().map_err(|_| "not a valid URL")?;
     if uri.port_u16().is_none() || rest.contains('/') && !rest.ends_with('/') {
-        return Err("expected http://host:port");
+        return Err("expected http://host:port or https://host:port");
     }
     Ok(())
 }
@@ -116,6 +121,11 @@ mod tests {
         assert!(err("[upstream]\nconnections_per_member = 0")
             .contains("upstream.connections_per_member"));
         assert!(err("[log]\nformat = \"xml\"").contains("log.format"));
+        assert!(err("[server.tls]\nclient_auth = \"yes\"").contains("server.tls.client_auth"));
+        assert!(err("[server.tls]\nmin_version = \"1.1\"").contains("server.tls.min_version"));
+        assert!(err("[server.tls]\nkey_file = \"k.pem\"").contains("server.tls.cert_file"));
+        assert!(err("[upstream]\nendpoints = [\"https://127.0.0.1:1\"]")
+            .contains("upstream.tls.ca_file"));
         assert!(err("[server]\nlisten = \"nope\"").contains("listen"));
         assert!(err("[server]\nlisen = \"127.0.0.1:1\"").contains("lisen"));
     }

@@ -2,9 +2,13 @@
 //! a registry that is passed in, never a global one, so several keygates can live in one test.
 
 mod grpc;
+mod identity;
+mod mirror;
 mod upstream;
 
 pub use grpc::{GrpcMetrics, RpcTimer};
+pub use identity::IdentityMetrics;
+pub use mirror::MirrorMetrics;
 pub use upstream::UpstreamMetrics;
 
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -15,6 +19,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub grpc: GrpcMetrics,
     pub upstream: UpstreamMetrics,
+    pub mirror: MirrorMetrics,
 }
 
 impl Metrics {
@@ -22,6 +27,7 @@ impl Metrics {
         Ok(Self {
             grpc: GrpcMetrics::register(&registry)?,
             upstream: UpstreamMetrics::register(&registry)?,
+            mirror: MirrorMetrics::register(&registry)?,
             registry,
         })
     }

@@ -1,5 +1,5 @@
 //! The listeners: one client port serving gRPC (HTTP/2) and HTTP (/health, /metrics, ...) side
-//! by side, an optional metrics-only port, and the drain on shutdown.
+//! by side, over TLS when configured, an optional metrics-only port, and the drain on shutdown.
 
 mod dispatch;
 mod grpc;
@@ -11,7 +11,10 @@ use crate::shutdown::Shutdown;
 use dispatch::Dispatch;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use crate::identity::ConnectionInfo;
+use crate::metrics::IdentityMetrics;
+use crate::tls::{peer_certificate, TlsTerminator};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -22,6 +25,8 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     dispatch: Dispatch,
     config: Config,
+    tls: Option<Arc<TlsTerminator>>,
+    metrics: IdentityMetrics,
 }
 
 impl Server {
@@ -37,12 +42,19 @@ impl Server {
             Some(addr) => Some(bind(addr, "server.metrics_listen").await?),
             None => None,
         };
+        let tls = match config.server.tls.enabled() {
+            true => Some(TlsTerminator::load(&config.server.tls)?),
+            false => None,
+        };
         let routes = grpc::routes(&gw, config.server.max_recv_message_bytes());
+        let metrics = gw.identity.metrics().clone();
         Ok(Server {
             listener,
             metrics_listener,
-            dispatch: Dispatch::new(gw, routes),
+            dispatch: Dispatch::new(gw, routes, config.server.debug_endpoints),
             config: config.clone(),
+            tls,
+            metrics,
         })
     }
 
@@ -55,22 +67,26 @@ impl Server {
     /// once every connection is closed or the drain timeout has passed.
     pub async fn serve(self, shutdown: Shutdown) {
         let graceful = GracefulShutdown::new();
-        let builder = self.connection_builder();
-        if let Some(metrics) = self.metrics_listener {
-            let http_only = self.dispatch.http_only();
-            let (builder, shutdown) = (builder.clone(), shutdown.clone());
-            tokio::spawn(
-                async move { accept_loop(metrics, http_only, builder, None, shutdown).await },
-            );
+        let accept = Accept {
+            builder: self.connection_builder(),
+            dispatch: self.dispatch,
+            tls: self.tls,
+            metrics: self.metrics,
+        };
+        if let Some(tls) = &accept.tls {
+            tokio::spawn(tls.clone().watch(shutdown.clone()));
         }
-        accept_loop(
-            self.listener,
-            self.dispatch,
-            builder,
-            Some(&graceful),
-            shutdown,
-        )
-        .await;
+        if let Some(metrics) = self.metrics_listener {
+            // The metrics port stays plain HTTP: it is meant for a local scraper.
+            let http_only = Accept {
+                dispatch: accept.dispatch.http_only(),
+                tls: None,
+                ..accept.clone()
+            };
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { accept_loop(metrics, http_only, None, shutdown).await });
+        }
+        accept_loop(self.listener, accept, Some(&graceful), shutdown).await;
         tokio::select! {
             () = graceful.shutdown() => tracing::info!("all connections drained"),
             () = tokio::time::sleep(self.config.server.drain_timeout()) => {
@@ -91,10 +107,18 @@ impl Server {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What every connection on one listener shares.
+#[derive(Clone)]
+struct Accept {
     dispatch: Dispatch,
     builder: auto::Builder<TokioExecutor>,
+    tls: Option<Arc<TlsTerminator>>,
+    metrics: IdentityMetrics,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    accept: Accept,
     graceful: Option<&GracefulShutdown>,
     shutdown: Shutdown,
 ) {
@@ -111,29 +135,71 @@ async fn accept_loop(
                 }
             },
         };
-        serve_connection(stream, peer, &dispatch, &builder, graceful);
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.map(GracefulShutdown::watcher);
+        let accept = accept.clone();
+        tokio::spawn(async move { accept.connection(stream, peer, watcher).await });
     }
 }
 
-fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    dispatch: &Dispatch,
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: Option<&GracefulShutdown>,
-) {
-    let _ = stream.set_nodelay(true);
-    let service = dispatch.for_peer(peer);
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
-    let conn: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match graceful {
-        Some(g) => Box::pin(g.watch(conn)),
-        None => Box::pin(conn),
-    };
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
+impl Accept {
+    /// Phase 1, accept: the TLS handshake (when configured), then HTTP/2 or HTTP/1.1. A failed
+    /// handshake (plain TCP on a TLS port, an untrusted or expired client certificate) ends
+    /// only this connection.
+    async fn connection(self, stream: TcpStream, peer: SocketAddr, watcher: Option<Watcher>) {
+        let Some(tls) = &self.tls else {
+            let info = ConnectionInfo {
+                peer,
+                tls: false,
+                cert: None,
+            };
+            return self.serve(stream, info, watcher).await;
+        };
+        let handshake = tls.acceptor().accept(stream);
+        match tokio::time::timeout(tls.handshake_timeout(), handshake).await {
+            Ok(Ok(stream)) => {
+                self.metrics.tls_handshakes.with_label_values(&["ok"]).inc();
+                let cert = peer_certificate(stream.get_ref().1).map(Arc::new);
+                let info = ConnectionInfo {
+                    peer,
+                    tls: true,
+                    cert,
+                };
+                self.serve(stream, info, watcher).await;
+            }
+            Ok(Err(e)) => {
+                self.metrics
+                    .tls_handshakes
+                    .with_label_values(&["failed"])
+                    .inc();
+                tracing::debug!(%peer, error = %e, "TLS handshake failed; connection closed");
+            }
+            Err(_) => {
+                self.metrics
+                    .tls_handshakes
+                    .with_label_values(&["timeout"])
+                    .inc();
+                tracing::debug!(%peer, "TLS handshake timed out; connection closed");
+            }
+        }
+    }
+
+    async fn serve<I>(&self, io: I, info: ConnectionInfo, watcher: Option<Watcher>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = info.peer;
+        let service = self.dispatch.for_connection(info);
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        let result = match watcher {
+            Some(w) => w.watch(conn).await,
+            None => conn.await,
+        };
+        if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "client connection ended with an error");
         }
-    });
+    }
 }

@@ -44,7 +44,7 @@ async fn discover(pool: &Pool) -> Result<(), tonic::Status> {
         .collect();
     for url in &urls {
         if !next.iter().any(|m| m.url() == url) {
-            match Member::new(url, pool.config(), false) {
+            match Member::new(url, pool.config(), pool.tls(), false) {
                 Ok(m) => {
                     tracing::info!(member = %url, "discovered etcd member");
                     next.push(Arc::new(m));

@@ -2,6 +2,7 @@
 //! health and role.
 
 use crate::config::UpstreamConfig;
+use crate::tls::UpstreamTls;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -25,10 +26,15 @@ impl Member {
     pub fn new(
         url: &str,
         config: &UpstreamConfig,
+        tls: Option<&UpstreamTls>,
         configured: bool,
     ) -> Result<Member, tonic::transport::Error> {
         let dial = Duration::from_millis(config.dial_timeout_ms);
-        let endpoint = Endpoint::from_shared(url.to_string())?
+        let mut endpoint = Endpoint::from_shared(url.to_string())?;
+        if let (true, Some(tls)) = (url.starts_with("https://"), tls) {
+            endpoint = endpoint.tls_config(tls.grpc.clone())?;
+        }
+        let endpoint = endpoint
             .connect_timeout(dial)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -10,6 +10,7 @@ pub use member::Member;
 use crate::config::UpstreamConfig;
 use crate::errors::GatewayError;
 use crate::metrics::UpstreamMetrics;
+use crate::tls::UpstreamTls;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -23,6 +24,8 @@ pub struct Pool {
 struct Inner {
     members: RwLock<Vec<Arc<Member>>>,
     config: UpstreamConfig,
+    /// TLS for https:// members.
+    tls: Option<UpstreamTls>,
     metrics: UpstreamMetrics,
     /// Wakes the health checker early after a request saw a member fail.
     recheck: Notify,
@@ -33,15 +36,25 @@ impl Pool {
         config: &UpstreamConfig,
         metrics: UpstreamMetrics,
     ) -> Result<Pool, tonic::transport::Error> {
+        Self::with_tls(config, metrics, None)
+    }
+
+    /// A pool whose https:// members are reached with `tls`.
+    pub fn with_tls(
+        config: &UpstreamConfig,
+        metrics: UpstreamMetrics,
+        tls: Option<UpstreamTls>,
+    ) -> Result<Pool, tonic::transport::Error> {
         let mut members = Vec::with_capacity(config.endpoints.len());
         for url in &config.endpoints {
-            members.push(Arc::new(Member::new(url, config, true)?));
+            members.push(Arc::new(Member::new(url, config, tls.as_ref(), true)?));
         }
         metrics.members.set(members.len() as i64);
         Ok(Pool {
             inner: Arc::new(Inner {
                 members: RwLock::new(members),
                 config: config.clone(),
+                tls,
                 metrics,
                 recheck: Notify::new(),
             }),
@@ -135,6 +148,11 @@ impl Pool {
 
     fn config(&self) -> &UpstreamConfig {
         &self.inner.config
+    }
+
+    /// The TLS used for https:// members, if configured.
+    pub fn tls(&self) -> Option<&UpstreamTls> {
+        self.inner.tls.as_ref()
     }
 
     fn health_interval(&self) -> Duration {

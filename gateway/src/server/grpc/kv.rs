@@ -18,7 +18,7 @@ pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> KvServer<KvService> {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, r: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        unary!(self.0, method::RANGE, r, KvClient::range)
+        self.0.range(r).await
     }
     async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         unary!(self.0, method::PUT, r, KvClient::put)

@@ -1,0 +1,82 @@
+//! keygate_mirror_*: the read mirror's state and how reads were served.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct MirrorMetrics {
+    pub revision: IntGauge,
+    /// Highest revision shown to clients minus the mirror's revision, at the last read.
+    pub lag: IntGauge,
+    pub keys: IntGauge,
+    pub bytes: IntGauge,
+    /// 1 while reads may be served from the mirror.
+    pub serving: IntGauge,
+    /// Range requests by consistency and by who answered (mirror, or upstream with a reason).
+    pub reads: IntCounterVec,
+    pub barriers: IntCounter,
+    pub barrier_batch: Histogram,
+    pub relists: IntCounter,
+    pub events: IntCounter,
+}
+
+impl MirrorMetrics {
+    pub fn register(r: &Registry) -> prometheus::Result<Self> {
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(
+            r: &Registry,
+            c: T,
+        ) -> prometheus::Result<T> {
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        }
+        let gauge = |name: &str, help: &str| reg(r, IntGauge::new(name, help)?);
+        let counter = |name: &str, help: &str| reg(r, IntCounter::new(name, help)?);
+        Ok(Self {
+            revision: gauge("keygate_mirror_revision", "Revision of the read mirror.")?,
+            lag: gauge(
+                "keygate_mirror_lag_revisions",
+                "Highest revision shown to clients minus the mirror's revision, at the last read.",
+            )?,
+            keys: gauge("keygate_mirror_keys", "Keys held by the read mirror.")?,
+            bytes: gauge(
+                "keygate_mirror_bytes",
+                "Approximate memory held by the read mirror, in bytes.",
+            )?,
+            serving: gauge(
+                "keygate_mirror_serving",
+                "1 while reads may be served from the mirror.",
+            )?,
+            reads: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "keygate_mirror_reads_total",
+                        "Range requests by consistency and by who answered.",
+                    ),
+                    &["consistency", "served_by", "reason"],
+                )?,
+            )?,
+            barriers: counter(
+                "keygate_mirror_barriers_total",
+                "Linearizable round trips made to learn etcd's current revision.",
+            )?,
+            barrier_batch: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "keygate_mirror_barrier_batch_size",
+                        "Linearizable reads sharing one barrier.",
+                    )
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+                )?,
+            )?,
+            relists: counter(
+                "keygate_mirror_relists_total",
+                "Full lists of the keyspace loaded into the mirror.",
+            )?,
+            events: counter(
+                "keygate_mirror_events_total",
+                "Watch events applied to the mirror.",
+            )?,
+        })
+    }
+}

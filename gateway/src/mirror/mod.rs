@@ -1,0 +1,242 @@
+//! The read mirror: a revision-consistent in-memory copy of the keyspace that answers Range
+//! requests the way etcd would, without a round trip for serializable reads and with one
+//! shared round trip for linearizable ones. Whatever it cannot answer exactly is forwarded.
+
+mod barrier;
+mod range;
+mod store;
+mod sync;
+
+use crate::config::MirrorConfig;
+use crate::metrics::MirrorMetrics;
+use crate::revision::SeenRevision;
+use crate::upstream::Pool;
+use barrier::Barrier;
+use keygate_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use keygate_proto::mvccpb::Event;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use store::Store;
+use tokio::sync::watch;
+
+/// Why a Range went upstream instead (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declined {
+    /// Not loaded, over budget, disconnected too long, or etcd auth is on.
+    NotServing,
+    /// An explicit revision, or an option the mirror can't answer exactly.
+    Options,
+    /// The mirror didn't reach the needed revision in time, or the barrier failed.
+    CatchUp,
+    /// The request carries etcd credentials, whose permissions only etcd can check.
+    Credentials,
+}
+
+impl Declined {
+    pub fn label(self) -> &'static str {
+        match self {
+            Declined::NotServing => "not_serving",
+            Declined::Options => "options",
+            Declined::CatchUp => "catch_up",
+            Declined::Credentials => "credentials",
+        }
+    }
+}
+
+/// The mirror's handle; cheap to clone.
+#[derive(Clone)]
+pub struct Mirror {
+    shared: Arc<Shared>,
+    barrier: Arc<Barrier>,
+    seen: Arc<SeenRevision>,
+}
+
+struct Shared {
+    config: MirrorConfig,
+    metrics: MirrorMetrics,
+    store: RwLock<Store>,
+    /// The store's revision, for readers waiting on it.
+    revision: watch::Sender<i64>,
+    loaded: AtomicBool,
+    auth_enabled: AtomicBool,
+    /// When the upstream watch was lost (None while connected).
+    disconnected_since: Mutex<Option<Instant>>,
+    cluster_id: AtomicU64,
+    member_id: AtomicU64,
+    raft_term: AtomicU64,
+}
+
+impl Mirror {
+    pub fn new(
+        config: &MirrorConfig,
+        metrics: MirrorMetrics,
+        pool: &Pool,
+        seen: Arc<SeenRevision>,
+    ) -> Mirror {
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            metrics: metrics.clone(),
+            store: RwLock::new(Store::default()),
+            revision: watch::channel(0).0,
+            loaded: AtomicBool::new(false),
+            auth_enabled: AtomicBool::new(true),
+            disconnected_since: Mutex::new(Some(Instant::now())),
+            cluster_id: AtomicU64::new(0),
+            member_id: AtomicU64::new(0),
+            raft_term: AtomicU64::new(0),
+        });
+        Mirror {
+            shared,
+            barrier: Barrier::new(pool.clone(), metrics),
+            seen,
+        }
+    }
+
+    /// Starts loading and following the keyspace in the background.
+    pub fn start(&self, pool: Pool) {
+        tokio::spawn(sync::run(self.shared.clone(), pool));
+    }
+
+    /// etcd's answer to `req`, from the mirror, or why the mirror declined.
+    pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Declined> {
+        if !self.shared.serving() {
+            return Err(Declined::NotServing);
+        }
+        if !range::servable(req) {
+            return Err(Declined::Options);
+        }
+        let needed = if req.serializable {
+            self.seen.get()
+        } else {
+            self.barrier.revision().await.ok_or(Declined::CatchUp)?
+        };
+        self.shared
+            .wait_for(needed)
+            .await
+            .ok_or(Declined::CatchUp)?;
+        let store = self.shared.store.read().map_err(|_| Declined::NotServing)?;
+        self.shared
+            .metrics
+            .lag
+            .set(self.seen.get() - store.revision());
+        let resp = range::evaluate(&store, req, self.shared.header(store.revision()))
+            .ok_or(Declined::Options)?;
+        drop(store);
+        self.seen
+            .observe(resp.header.as_ref().map_or(0, |h| h.revision));
+        Ok(resp)
+    }
+}
+
+impl Shared {
+    fn serving(&self) -> bool {
+        if !self.loaded.load(Ordering::Acquire) || self.auth_enabled.load(Ordering::Acquire) {
+            return false;
+        }
+        let max_stale = Duration::from_millis(self.config.max_staleness_ms);
+        match self.disconnected_since.lock() {
+            Ok(since) => since.is_none_or(|t| t.elapsed() <= max_stale),
+            Err(_) => false,
+        }
+    }
+
+    fn revision(&self) -> i64 {
+        *self.revision.borrow()
+    }
+
+    fn connected(&self) -> bool {
+        self.disconnected_since
+            .lock()
+            .is_ok_and(|since| since.is_none())
+    }
+
+    /// Waits, up to the configured bound, until the store has reached `revision`.
+    async fn wait_for(&self, revision: i64) -> Option<()> {
+        if self.revision() >= revision {
+            return Some(());
+        }
+        if !self.connected() {
+            return None;
+        }
+        let mut rx = self.revision.subscribe();
+        let bound = Duration::from_millis(self.config.wait_timeout_ms);
+        let reached = tokio::time::timeout(bound, rx.wait_for(|r| *r >= revision)).await;
+        matches!(reached, Ok(Ok(_))).then_some(())
+    }
+
+    fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id.load(Ordering::Relaxed),
+            member_id: self.member_id.load(Ordering::Relaxed),
+            revision,
+            raft_term: self.raft_term.load(Ordering::Relaxed),
+        }
+    }
+
+    fn set_header(&self, header: &ResponseHeader) {
+        self.cluster_id.store(header.cluster_id, Ordering::Relaxed);
+        self.member_id.store(header.member_id, Ordering::Relaxed);
+        self.raft_term
+            .fetch_max(header.raft_term, Ordering::Relaxed);
+    }
+
+    fn replace(&self, store: Store) {
+        let revision = store.revision();
+        self.publish_size(&store);
+        if let Ok(mut current) = self.store.write() {
+            *current = store;
+        }
+        self.loaded.store(true, Ordering::Release);
+        self.revision.send_replace(revision);
+        self.metrics.revision.set(revision);
+    }
+
+    fn clear(&self) {
+        self.loaded.store(false, Ordering::Release);
+        self.metrics.serving.set(0);
+        if let Ok(mut current) = self.store.write() {
+            *current = Store::default();
+        }
+    }
+
+    /// Applies the events of a watch response; false when the store outgrew its budget.
+    fn apply(&self, events: &[Event], revision: i64) -> bool {
+        let Ok(mut store) = self.store.write() else {
+            return false;
+        };
+        store.apply(events, revision);
+        let fits = store.bytes() <= self.config.max_bytes;
+        self.publish_size(&store);
+        drop(store);
+        self.metrics.events.inc_by(events.len() as u64);
+        self.metrics.revision.set(revision);
+        self.revision.send_replace(revision);
+        fits
+    }
+
+    fn publish_size(&self, store: &Store) {
+        self.metrics.keys.set(store.len() as i64);
+        self.metrics.bytes.set(store.bytes() as i64);
+    }
+
+    fn set_connected(&self, connected: bool) {
+        if let Ok(mut since) = self.disconnected_since.lock() {
+            match (connected, since.is_some()) {
+                (true, _) => *since = None,
+                (false, false) => *since = Some(Instant::now()),
+                (false, true) => {}
+            }
+        }
+        self.metrics.serving.set(i64::from(self.serving()));
+    }
+
+    fn set_auth_enabled(&self, enabled: bool) {
+        if self.auth_enabled.swap(enabled, Ordering::AcqRel) != enabled {
+            if enabled {
+                tracing::info!("etcd authentication is on: reads go to etcd, not the mirror");
+            }
+            self.metrics.serving.set(i64::from(self.serving()));
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Keeps the mirror current: a paginated list at revision R, then one upstream watch from R+1.
+//! A failed watch resumes from the mirror's revision + 1 on whichever member is healthy; a
+//! compacted resume point, or a memory budget overrun, starts over with a fresh list.
+
+use super::store::Store;
+use super::Shared;
+use crate::upstream::Pool;
+use bytes::Bytes;
+use keygate_proto::etcdserverpb::watch_request::RequestUnion;
+use keygate_proto::etcdserverpb::{
+    auth_client::AuthClient, kv_client::KvClient, watch_client::WatchClient, AuthStatusRequest,
+    RangeRequest, WatchCreateRequest, WatchRequest,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::Request;
+
+const RETRY: Duration = Duration::from_millis(200);
+/// After a memory budget overrun, how long before trying again (the keyspace may shrink).
+const OVER_BUDGET_RETRY: Duration = Duration::from_secs(30);
+
+/// Why a watch ended.
+enum End {
+    /// The resume revision was compacted away: only a fresh list can catch up.
+    Compacted,
+    /// The keyspace no longer fits in the memory budget.
+    OverBudget,
+    /// The stream or the member failed; resume from the mirror's revision.
+    Failed(String),
+}
+
+pub(super) async fn run(shared: Arc<Shared>, pool: Pool) {
+    loop {
+        let store = match list(&shared, &pool).await {
+            Ok(store) => store,
+            Err(End::OverBudget) => {
+                over_budget(&shared).await;
+                continue;
+            }
+            Err(End::Compacted) => continue,
+            Err(End::Failed(e)) => {
+                tracing::debug!(error = %e, "mirror list failed; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        tracing::info!(
+            revision = store.revision(),
+            keys = store.len(),
+            "mirror loaded"
+        );
+        shared.replace(store);
+        loop {
+            match watch(&shared, &pool).await {
+                End::Compacted => {
+                    tracing::warn!(
+                        revision = shared.revision(),
+                        "mirror resume point was compacted; relisting"
+                    );
+                    break;
+                }
+                End::OverBudget => {
+                    over_budget(&shared).await;
+                    break;
+                }
+                End::Failed(e) => {
+                    shared.set_connected(false);
+                    tracing::warn!(error = %e, revision = shared.revision(), "mirror watch ended; resuming");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+        shared.set_connected(false);
+    }
+}
+
+async fn over_budget(shared: &Shared) {
+    tracing::error!(
+        max_bytes = shared.config.max_bytes,
+        "the keyspace exceeds mirror.max_bytes; reads are forwarded to etcd until it fits"
+    );
+    shared.clear();
+    tokio::time::sleep(OVER_BUDGET_RETRY).await;
+}
+
+/// Lists the whole keyspace at one revision, page by page.
+async fn list(shared: &Shared, pool: &Pool) -> Result<Store, End> {
+    let member = pool.pick().map_err(|e| End::Failed(e.to_string()))?;
+    let mut client = KvClient::new(member.channel()).max_decoding_message_size(usize::MAX);
+    check_auth(shared, &member).await;
+    let mut kvs = Vec::new();
+    let mut bytes = 0usize;
+    let mut key = Bytes::from_static(b"\0");
+    let mut revision = 0;
+    loop {
+        let page = RangeRequest {
+            key: key.clone(),
+            range_end: Bytes::from_static(b"\0"),
+            limit: shared.config.page_size,
+            revision,
+            ..Default::default()
+        };
+        let resp = client
+            .range(page)
+            .await
+            .map_err(|s| End::Failed(s.to_string()))?
+            .into_inner();
+        if revision == 0 {
+            let header = resp.header.unwrap_or_default();
+            revision = header.revision;
+            shared.set_header(&header);
+        }
+        if let Some(last) = resp.kvs.last() {
+            let mut next = last.key.to_vec();
+            next.push(0);
+            key = Bytes::from(next);
+        }
+        bytes += resp
+            .kvs
+            .iter()
+            .map(|kv| kv.key.len() + kv.value.len())
+            .sum::<usize>();
+        if bytes > shared.config.max_bytes {
+            return Err(End::OverBudget);
+        }
+        kvs.extend(resp.kvs);
+        if !resp.more {
+            break;
+        }
+    }
+    shared.metrics.relists.inc();
+    Ok(Store::from_list(kvs, revision))
+}
+
+/// The mirror serves reads without etcd's per-user permission checks, so it only serves while
+/// etcd's authentication is off.
+async fn check_auth(shared: &Shared, member: &crate::upstream::Member) {
+    let status = AuthClient::new(member.channel())
+        .auth_status(AuthStatusRequest {})
+        .await;
+    shared.set_auth_enabled(status.map(|s| s.into_inner().enabled).unwrap_or(true));
+}
+
+/// Follows the keyspace from the mirror's revision + 1 until the stream ends.
+async fn watch(shared: &Shared, pool: &Pool) -> End {
+    let member = match pool.pick() {
+        Ok(member) => member,
+        Err(e) => return End::Failed(e.to_string()),
+    };
+    let create = WatchCreateRequest {
+        key: Bytes::from_static(b"\0"),
+        range_end: Bytes::from_static(b"\0"),
+        start_revision: shared.revision() + 1,
+        progress_notify: true,
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(create)),
+    };
+    if tx.send(create).await.is_err() {
+        return End::Failed("watch request channel closed".into());
+    }
+    // Held open for as long as the watch runs; dropping it would half-close the stream.
+    let _requests = tx;
+    let mut request = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    // A member cut off from its leader must end the watch rather than go quiet.
+    request.metadata_mut().insert(
+        "hasleader",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    let mut client = WatchClient::new(member.channel()).max_decoding_message_size(usize::MAX);
+    let mut stream = match client.watch(request).await {
+        Ok(resp) => resp.into_inner(),
+        Err(status) => {
+            pool.note_failure(&member, &status);
+            return End::Failed(status.to_string());
+        }
+    };
+    let mut auth_check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let message = tokio::select! {
+            message = stream.message() => message,
+            _ = auth_check.tick() => {
+                check_auth(shared, &member).await;
+                continue;
+            }
+        };
+        let resp = match message {
+            Ok(Some(resp)) => resp,
+            Ok(None) => return End::Failed("watch stream closed".into()),
+            Err(status) => {
+                pool.note_failure(&member, &status);
+                return End::Failed(status.to_string());
+            }
+        };
+        if resp.compact_revision != 0 {
+            return End::Compacted;
+        }
+        if resp.canceled {
+            return End::Failed(format!("watch canceled: {}", resp.cancel_reason));
+        }
+        if let Some(header) = &resp.header {
+            shared.set_header(header);
+        }
+        if resp.created {
+            shared.set_connected(true);
+            continue;
+        }
+        if let Some(revision) = resp
+            .events
+            .last()
+            .and_then(|e| e.kv.as_ref())
+            .map(|kv| kv.mod_revision)
+        {
+            if !shared.apply(&resp.events, revision) {
+                return End::OverBudget;
+            }
+        }
+        // A progress notification adds nothing for a whole-keyspace mirror: every revision
+        // etcd creates carries at least one event, and events are the mirror's revision.
+    }
+}
