@@ -9,6 +9,7 @@ pub mod etcdctl;
 pub mod grpc_diff;
 pub mod http;
 pub mod keygate;
+pub mod load;
 pub mod normalize;
 pub mod ports;
 pub mod process;
