@@ -3,11 +3,11 @@
 
 use super::http::HttpEndpoints;
 use crate::errors;
+use crate::identity::ConnectionInfo;
 use crate::pipeline::Gateway;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tonic::body::Body;
 use tonic::service::Routes;
@@ -20,10 +20,10 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    pub fn new(gw: Arc<Gateway>, routes: Routes) -> Dispatch {
+    pub fn new(gw: Arc<Gateway>, routes: Routes, debug_endpoints: bool) -> Dispatch {
         Dispatch {
             grpc: Some(routes),
-            http: HttpEndpoints::new(gw),
+            http: HttpEndpoints::new(gw, debug_endpoints),
         }
     }
 
@@ -35,9 +35,10 @@ impl Dispatch {
         }
     }
 
-    pub fn for_peer(
+    /// The service for one connection; every request carries what the connection proved.
+    pub fn for_connection(
         &self,
-        _peer: SocketAddr,
+        info: ConnectionInfo,
     ) -> impl hyper::service::Service<
         Request<Incoming>,
         Response = Response<Body>,
@@ -45,7 +46,8 @@ impl Dispatch {
         Future = impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send,
     > + Clone {
         let this = self.clone();
-        hyper::service::service_fn(move |req: Request<Incoming>| {
+        hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(info.clone());
             let this = this.clone();
             async move { Ok(this.handle(req).await) }
         })

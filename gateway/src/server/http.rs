@@ -1,13 +1,14 @@
 //! The HTTP endpoints of the client port: /health and /version as etcd answers them (asked of a
-//! healthy member), /livez and /readyz for keygate itself, and /metrics.
+//! healthy member), /livez and /readyz for keygate itself, /metrics, and (when configured)
+//! /debug/identity.
 
+use super::upstream_http::upstream_get;
+use crate::identity::ConnectionInfo;
 use crate::pipeline::Gateway;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::body::Body;
@@ -18,13 +19,12 @@ const UPSTREAM_HTTP_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone)]
 pub struct HttpEndpoints {
     gw: Arc<Gateway>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    debug: bool,
 }
 
 impl HttpEndpoints {
-    pub fn new(gw: Arc<Gateway>) -> HttpEndpoints {
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        HttpEndpoints { gw, client }
+    pub fn new(gw: Arc<Gateway>, debug: bool) -> HttpEndpoints {
+        HttpEndpoints { gw, debug }
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
@@ -36,6 +36,7 @@ impl HttpEndpoints {
             "/version" => self.version().await,
             "/livez" => text(StatusCode::OK, "ok"),
             "/readyz" => self.readyz(),
+            "/debug/identity" if self.debug => self.debug_identity(&req),
             "/metrics" => Response::builder()
                 .header(
                     header::CONTENT_TYPE,
@@ -80,17 +81,30 @@ impl HttpEndpoints {
         }
     }
 
+    /// The caller's identity as keygate works it out for gRPC requests (debug_endpoints only).
+    fn debug_identity(&self, req: &Request<Incoming>) -> Response<Body> {
+        let conn = req.extensions().get::<ConnectionInfo>();
+        let mut headers = req.headers().clone();
+        let (status, body) = match self.gw.identity.identify(&mut headers, conn, false) {
+            Ok(identity) => (StatusCode::OK, identity.to_json()),
+            Err(e) => (
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({ "error": e.message() }),
+            ),
+        };
+        let mut resp = Response::new(Body::new(Full::new(Bytes::from(body.to_string()))));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+
     async fn ask_member(&self, path: &str) -> Option<Response<Body>> {
         let member = self.gw.pool.pick().ok()?;
-        let uri: http::Uri = format!("{}{path}", member.url().trim_end_matches('/'))
-            .parse()
-            .ok()?;
-        let fetch = async {
-            let resp = self.client.get(uri).await.ok()?;
-            let (parts, body) = resp.into_parts();
-            let body = body.collect().await.ok()?.to_bytes();
-            Some((parts, body))
-        };
+        let url = format!("{}{path}", member.url().trim_end_matches('/'));
+        let fetch = upstream_get(&url, self.gw.pool.tls());
         let (parts, body) = tokio::time::timeout(UPSTREAM_HTTP_TIMEOUT, fetch)
             .await
             .ok()??;

@@ -4,16 +4,17 @@
 mod dispatch;
 mod grpc;
 mod http;
+mod upstream_http;
 
 use crate::config::Config;
+use crate::identity::ConnectionInfo;
+use crate::metrics::IdentityMetrics;
 use crate::pipeline::Gateway;
 use crate::shutdown::Shutdown;
+use crate::tls::{peer_certificate, TlsTerminator};
 use dispatch::Dispatch;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use crate::identity::ConnectionInfo;
-use crate::metrics::IdentityMetrics;
-use crate::tls::{peer_certificate, TlsTerminator};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::net::SocketAddr;
 use std::sync::Arc;

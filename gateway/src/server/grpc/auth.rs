@@ -28,8 +28,15 @@ impl Auth for AuthService {
     async fn auth_status(&self, r: Request<AuthStatusRequest>) -> R<AuthStatusResponse> {
         unary!(self.0, method::AUTH_STATUS, r, AuthClient::auth_status)
     }
+    /// Passes through to etcd, and remembers which user the token etcd issued belongs to.
     async fn authenticate(&self, r: Request<AuthenticateRequest>) -> R<AuthenticateResponse> {
-        unary!(self.0, method::AUTHENTICATE, r, AuthClient::authenticate)
+        let user = r.get_ref().name.clone();
+        let response = unary!(self.0, method::AUTHENTICATE, r, AuthClient::authenticate)?;
+        self.0
+            .identity
+            .tokens
+            .learn(&response.get_ref().token, &user);
+        Ok(response)
     }
     async fn user_add(&self, r: Request<AuthUserAddRequest>) -> R<AuthUserAddResponse> {
         unary!(self.0, method::USER_ADD, r, AuthClient::user_add)
