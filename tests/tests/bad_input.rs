@@ -18,7 +18,8 @@ use tonic::Code;
 
 /// One cluster, reached both directly and through keygate.
 struct Setup {
-    cluster: EtcdCluster,
+    /// Kept so the cluster lives as long as the test.
+    _cluster: EtcdCluster,
     keygate: Keygate,
     direct: Clients,
     gw: Clients,
@@ -30,7 +31,7 @@ async fn setup() -> Result<Setup> {
     let direct = cluster.clients(0).await?;
     let gw = keygate.clients().await?;
     Ok(Setup {
-        cluster,
+        _cluster: cluster,
         keygate,
         direct,
         gw,
