@@ -22,14 +22,26 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// Plain-HTTP /health and /metrics (used for health checks when client URLs are TLS).
+    metrics_port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
 }
 
+/// TLS on a cluster's client URLs, with client certificates required (etcd's
+/// --client-cert-auth); each member uses `cert` both to serve and as its client certificate.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// A running etcd cluster whose members the harness started and owns.
 pub struct EtcdCluster {
     members: Vec<Member>,
+    tls: Option<EtcdTls>,
     initial_cluster: String,
     token: String,
     // Dropped after `Drop::drop` killed the members, so their files are closed first.
@@ -40,13 +52,22 @@ impl EtcdCluster {
     /// Starts `members` fresh etcd members (1 or 3 in practice) and waits until each answers
     /// /health.
     pub async fn start(members: usize) -> Result<Self> {
+        Self::start_with(members, None).await
+    }
+
+    /// Like `start`, with https:// client URLs that require client certificates.
+    pub async fn start_tls(members: usize, tls: EtcdTls) -> Result<Self> {
+        Self::start_with(members, Some(tls)).await
+    }
+
+    async fn start_with(members: usize, tls: Option<EtcdTls>) -> Result<Self> {
         if members == 0 {
             bail!("an etcd cluster needs at least one member");
         }
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(members).await {
+            match Self::try_start(members, tls.clone()).await {
                 Ok(cluster) => return Ok(cluster),
                 Err((e, port_clash)) if port_clash && attempt < PORT_RETRIES => {
                     eprintln!("etcd start attempt {attempt} hit a port clash, retrying: {e:#}");
@@ -56,17 +77,21 @@ impl EtcdCluster {
         }
     }
 
-    async fn try_start(n: usize) -> std::result::Result<Self, (anyhow::Error, bool)> {
+    async fn try_start(
+        n: usize,
+        tls: Option<EtcdTls>,
+    ) -> std::result::Result<Self, (anyhow::Error, bool)> {
         let dir = tempfile::Builder::new()
             .prefix("keygate-etcd-")
             .tempdir()
             .map_err(|e| (e.into(), false))?;
-        let ports = ports::free_ports(2 * n).map_err(|e| (e.into(), false))?;
+        let ports = ports::free_ports(3 * n).map_err(|e| (e.into(), false))?;
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
                 client_port: ports[2 * i],
                 peer_port: ports[2 * i + 1],
+                metrics_port: ports[2 * n + i],
                 data_dir: dir.path().join(format!("m{i}.data")),
                 log_path: dir.path().join(format!("m{i}.log")),
                 child: None,
@@ -83,6 +108,7 @@ impl EtcdCluster {
         );
         let mut cluster = Self {
             members,
+            tls,
             initial_cluster,
             token,
             dir,
@@ -111,9 +137,21 @@ impl EtcdCluster {
             .append(true)
             .open(&m.log_path)
             .with_context(|| format!("opening {}", m.log_path.display()))?;
-        let client_url = format!("http://127.0.0.1:{}", m.client_port);
+        let client_url = format!("{}://127.0.0.1:{}", self.scheme(), m.client_port);
         let peer_url = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new(etcd)
+        let mut cmd = Command::new(etcd);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth")
+                .arg("--listen-metrics-urls")
+                .arg(format!("http://127.0.0.1:{}", m.metrics_port));
+        }
+        let child = cmd
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
@@ -141,7 +179,10 @@ impl EtcdCluster {
 
     /// Polls member `i`'s /health until it reports healthy (which needs a leader).
     pub async fn wait_healthy(&mut self, i: usize, timeout: Duration) -> Result<()> {
-        let addr = self.addr(i);
+        let addr = match self.tls {
+            Some(_) => format!("127.0.0.1:{}", self.members[i].metrics_port),
+            None => self.addr(i),
+        };
         let what = format!("etcd member {i} ({addr}) to be healthy");
         let log_path = self.members[i].log_path.clone();
         let child = self.members[i]
@@ -189,9 +230,17 @@ impl EtcdCluster {
         (0..self.len()).map(|i| self.endpoint(i)).collect()
     }
 
-    /// Member `i`'s client URL (`http://127.0.0.1:PORT`).
+    /// Member `i`'s client URL (`http://127.0.0.1:PORT`, https:// for a TLS cluster).
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://{}", self.addr(i))
+        format!("{}://{}", self.scheme(), self.addr(i))
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Member `i`'s client address (`127.0.0.1:PORT`).
