@@ -3,11 +3,14 @@
 //! `==` after masking only the header fields that name the member or cluster.
 
 use anyhow::{bail, Result};
+use bytes::Bytes;
+use keygate_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use keygate_proto::etcdserverpb::{
-    response_op, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesRequest, LeaseLeasesResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    request_op, response_op, CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest,
+    DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesRequest,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    ResponseHeader, TxnRequest, TxnResponse,
 };
 
 use crate::{Clients, DiffPair};
@@ -72,6 +75,8 @@ pub struct GrpcDiff {
     pub gw: Clients,
     /// How many ops were compared.
     pub compared: usize,
+    /// Every difference seen so far.
+    pub mismatches: Vec<String>,
 }
 
 impl GrpcDiff {
@@ -88,11 +93,12 @@ impl GrpcDiff {
             direct,
             gw,
             compared: 0,
+            mismatches: Vec::new(),
         })
     }
 
-    /// Runs `op` directly, then through keygate; fails unless the normalized replies are
-    /// equal. Returns the direct reply.
+    /// Runs `op` directly, then through keygate, and records a mismatch unless the normalized
+    /// replies are equal (so one run shows every difference). Returns the direct reply.
     pub async fn same(&mut self, op: Op) -> Result<Reply> {
         let direct = normalize(run(&mut self.direct, &op).await);
         let mut gw = normalize(run(&mut self.gw, &op).await);
@@ -104,13 +110,31 @@ impl GrpcDiff {
         }
         self.compared += 1;
         if direct != gw {
-            bail!(
-                "op #{} differs through keygate.\nop: {op:?}\ndirect: {direct:?}\nkeygate: {gw:?}\n{}",
-                self.compared,
-                self.pair.front_log()
-            );
+            self.mismatches.push(format!(
+                "op #{}: {op:?}\n  direct:  {direct:?}\n  keygate: {gw:?}",
+                self.compared
+            ));
         }
         Ok(direct)
+    }
+
+    /// Fails listing every mismatch seen (the first 20 in full).
+    pub fn check(&self) -> Result<()> {
+        if self.mismatches.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "{} of {} ops differ through keygate:\n{}\n{}",
+            self.mismatches.len(),
+            self.compared,
+            self.mismatches
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n"),
+            self.pair.front_log()
+        )
     }
 }
 
@@ -203,4 +227,52 @@ pub fn normalize(mut reply: Reply) -> Reply {
         Reply::Error { .. } => {}
     }
     reply
+}
+
+// Request builders shared by the differential tests.
+
+/// Bytes of a str.
+pub fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// A plain put.
+pub fn put(k: &str, v: &str) -> PutRequest {
+    PutRequest {
+        key: b(k),
+        value: b(v),
+        ..Default::default()
+    }
+}
+
+/// A range from `k` to `end`.
+pub fn range(k: &str, end: &str) -> RangeRequest {
+    RangeRequest {
+        key: b(k),
+        range_end: b(end),
+        ..Default::default()
+    }
+}
+
+/// A compare of `target` (whose variant picks the compare target).
+pub fn cmp(key: &str, end: &str, result: CompareResult, target: TargetUnion) -> Compare {
+    let t = match target {
+        TargetUnion::Version(_) => CompareTarget::Version,
+        TargetUnion::CreateRevision(_) => CompareTarget::Create,
+        TargetUnion::ModRevision(_) => CompareTarget::Mod,
+        TargetUnion::Value(_) => CompareTarget::Value,
+        TargetUnion::Lease(_) => CompareTarget::Lease,
+    };
+    Compare {
+        result: result as i32,
+        target: t as i32,
+        key: b(key),
+        range_end: b(end),
+        target_union: Some(target),
+    }
+}
+
+/// A request op.
+pub fn rop(r: request_op::Request) -> RequestOp {
+    RequestOp { request: Some(r) }
 }
