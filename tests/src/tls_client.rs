@@ -94,7 +94,9 @@ pub async fn https_get(
         req.push_str("\r\n");
         tls.write_all(req.as_bytes()).await?;
         let mut raw = Vec::new();
-        tls.read_to_end(&mut raw).await.context("reading the response")?;
+        tls.read_to_end(&mut raw)
+            .await
+            .context("reading the response")?;
         let text = String::from_utf8_lossy(&raw).to_string();
         let (head, body) = text
             .split_once("\r\n\r\n")

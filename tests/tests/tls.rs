@@ -28,7 +28,9 @@ async fn tls_keygate(
     let mut toml = format!(
         "[server]\ndebug_endpoints = true\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n\
          client_ca_file = {:?}\nclient_auth = {client_auth:?}\nreload_interval_ms = 200\n{extra}\n",
-        server.cert, server.key, pki.ca()
+        server.cert,
+        server.key,
+        pki.ca()
     );
     if let Some(up) = upstream {
         toml.push_str(&format!(
@@ -126,12 +128,20 @@ async fn etcdctl_through_tls_keygate_to_tls_etcd() -> Result<()> {
         .context("lease id")?
         .to_string();
     let out = ctl
-        .run(&ctl_args(&pki, &alice, &["put", "leased", "x", "--lease", &id]))
+        .run(&ctl_args(
+            &pki,
+            &alice,
+            &["put", "leased", "x", "--lease", &id],
+        ))
         .await?
         .ok()?;
     ensure!(out.stdout == "OK\n");
     let ttl = ctl
-        .run(&ctl_args(&pki, &alice, &["lease", "timetolive", &id, "--keys"]))
+        .run(&ctl_args(
+            &pki,
+            &alice,
+            &["lease", "timetolive", &id, "--keys"],
+        ))
         .await?
         .ok()?;
     ensure!(ttl.stdout.contains("leased"), "{ttl:?}");
@@ -139,7 +149,10 @@ async fn etcdctl_through_tls_keygate_to_tls_etcd() -> Result<()> {
         .await?
         .ok()?;
     let members = run(&["member", "list"]).await?.stdout;
-    ensure!(members.contains("m0") && members.contains("https://"), "{members}");
+    ensure!(
+        members.contains("m0") && members.contains("https://"),
+        "{members}"
+    );
     run(&["endpoint", "health"]).await?;
 
     // keygate's /health asks the member over TLS with its client certificate.
@@ -150,7 +163,10 @@ async fn etcdctl_through_tls_keygate_to_tls_etcd() -> Result<()> {
         &[],
     )
     .await?;
-    ensure!(health.status == 200 && health.body.contains("true"), "{health:?}");
+    ensure!(
+        health.status == 200 && health.body.contains("true"),
+        "{health:?}"
+    );
     Ok(())
 }
 
@@ -208,15 +224,30 @@ async fn bad_clients_are_refused_and_keygate_keeps_serving() -> Result<()> {
     // etcdctl too, and its error says why.
     let ctl = Etcdctl::new(&[format!("https://{}", kg.addr())])?;
     let out = ctl
-        .run(&["--cacert", pki.ca_str(), "--dial-timeout=2s", "--command-timeout=3s", "get", "k"])
+        .run(&[
+            "--cacert",
+            pki.ca_str(),
+            "--dial-timeout=2s",
+            "--command-timeout=3s",
+            "get",
+            "k",
+        ])
         .await?;
     ensure!(!out.success(), "etcdctl without a certificate: {out:?}");
 
     let log = std::fs::read_to_string(kg.log_path())?;
     ensure!(log.contains("TLS handshake failed"), "log: {log}");
-    let metrics = https_get(kg.addr(), "/metrics", rustls_config(pki.ca(), Some(&good))?, &[]).await?;
+    let metrics = https_get(
+        kg.addr(),
+        "/metrics",
+        rustls_config(pki.ca(), Some(&good))?,
+        &[],
+    )
+    .await?;
     ensure!(
-        metrics.body.contains("keygate_tls_handshakes_total{result=\"failed\"}"),
+        metrics
+            .body
+            .contains("keygate_tls_handshakes_total{result=\"failed\"}"),
         "{}",
         metrics.body
     );
@@ -253,7 +284,12 @@ async fn rotated_certificate_reaches_new_connections_and_no_request_fails() -> R
                     ..Default::default()
                 };
                 let result = if worker % 2 == 0 {
-                    shared.kv.put(put).await.map(|_| ()).map_err(anyhow::Error::from)
+                    shared
+                        .kv
+                        .put(put)
+                        .await
+                        .map(|_| ())
+                        .map_err(anyhow::Error::from)
                 } else {
                     match tls_clients(&addr, &ca, None).await {
                         Ok(mut fresh) => fresh.kv.put(put).await.map(|_| ()).map_err(Into::into),
@@ -287,8 +323,14 @@ async fn rotated_certificate_reaches_new_connections_and_no_request_fails() -> R
         if resp.server_cert == new_der {
             break;
         }
-        ensure!(resp.server_cert == first.server_cert, "an unknown certificate");
-        ensure!(rotated_at.elapsed() < Duration::from_secs(10), "not rotated in 10 s");
+        ensure!(
+            resp.server_cert == first.server_cert,
+            "an unknown certificate"
+        );
+        ensure!(
+            rotated_at.elapsed() < Duration::from_secs(10),
+            "not rotated in 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = rotated_at.elapsed();
@@ -300,8 +342,14 @@ async fn rotated_certificate_reaches_new_connections_and_no_request_fails() -> R
         errors.extend(t.await?);
     }
     let done = ok.load(Ordering::Relaxed);
-    eprintln!("rotation seen by new connections after {took:?}; {done} puts, {} failed", failed.load(Ordering::Relaxed));
-    ensure!(errors.is_empty(), "requests failed during rotation: {errors:?}");
+    eprintln!(
+        "rotation seen by new connections after {took:?}; {done} puts, {} failed",
+        failed.load(Ordering::Relaxed)
+    );
+    ensure!(
+        errors.is_empty(),
+        "requests failed during rotation: {errors:?}"
+    );
     ensure!(done > before, "no request completed after the rotation");
     // The long-lived connection is still the one from before the rotation, and still works.
     let mut c = long_lived;
