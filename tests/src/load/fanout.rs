@@ -3,8 +3,6 @@
 //! once, in order, and records put-to-receipt latency.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
@@ -104,7 +102,7 @@ pub async fn read_stream(
     mut stream: Streaming<WatchResponse>,
     ids: Vec<i64>,
     epoch: Instant,
-    total: Arc<AtomicU64>,
+    mut total: signal::Receiver<u64>,
     mut stop: signal::Receiver<bool>,
 ) -> StreamResult {
     let mut watchers: HashMap<i64, Watcher> =
@@ -119,12 +117,19 @@ pub async fn read_stream(
         error: None,
     };
     loop {
-        let t = total.load(Ordering::Acquire);
+        let t = *total.borrow();
         if t != u64::MAX && watchers.values().all(|w| w.next_seq >= t) {
             break;
         }
         let msg = tokio::select! {
             m = stream.message() => m,
+            // The writer is done: check again whether every watcher has seen its last put.
+            r = total.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                continue;
+            }
             _ = stop.changed() => break,
         };
         let resp = match msg {
@@ -165,7 +170,7 @@ pub async fn read_stream(
             }
         }
     }
-    let t = total.load(Ordering::Acquire);
+    let t = *total.borrow();
     if t != u64::MAX {
         for w in watchers.values() {
             r.missed += t.saturating_sub(w.next_seq);

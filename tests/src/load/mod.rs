@@ -35,7 +35,8 @@ pub const ALL_MODES: &[&str] = &[
 ];
 
 /// Every target, in run order.
-pub const ALL_TARGETS: &[&str] = &["etcd", "grpc-proxy", "keygate"];
+/// `keygate-no-mirror` is keygate started with `--no-mirror`: pure forwarding.
+pub const ALL_TARGETS: &[&str] = &["etcd", "grpc-proxy", "keygate", "keygate-no-mirror"];
 
 /// keygate's load generator: etcd directly vs `etcd grpc-proxy` vs keygate, in one run.
 #[derive(Parser, Debug, Clone)]
@@ -45,7 +46,8 @@ pub struct Options {
     /// list-serializable, list-linearizable, watch, mixed.
     #[arg(long, value_delimiter = ',', default_values_t = ALL_MODES.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
     pub modes: Vec<String>,
-    /// Targets to measure, comma-separated: etcd, grpc-proxy, keygate.
+    /// Targets to measure, comma-separated: etcd, grpc-proxy, keygate, keygate-no-mirror
+    /// (keygate with `--no-mirror`: every request forwarded).
     #[arg(long, value_delimiter = ',', default_values_t = ALL_TARGETS.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
     pub targets: Vec<String>,
     /// etcd cluster members.
@@ -102,6 +104,89 @@ struct Target {
     endpoints: Vec<String>,
     /// Every server process: etcd members plus the proxy, if any.
     pids: Vec<u32>,
+    /// The proxy's process (grpc-proxy or keygate), counted in `pids` too.
+    proxy_pid: Option<u32>,
+}
+
+/// The proxy process behind a target, stopped after its measurement.
+enum Running {
+    Nothing,
+    Proxy(GrpcProxy),
+    Keygate(Keygate),
+}
+
+impl Running {
+    async fn stop(self) {
+        match self {
+            Running::Nothing => {}
+            Running::Proxy(p) => drop(p),
+            Running::Keygate(mut k) => {
+                if let Err(e) = k.stop().await {
+                    eprintln!("loadgen: stopping keygate: {e:#}");
+                }
+            }
+        }
+    }
+}
+
+async fn start_target(
+    name: &str,
+    urls: &[String],
+    etcd_pids: &[u32],
+    opts: &Options,
+) -> Result<(Target, Running)> {
+    let mut pids = etcd_pids.to_vec();
+    match name {
+        "etcd" => Ok((
+            Target {
+                name: "etcd",
+                endpoints: urls.to_vec(),
+                pids,
+                proxy_pid: None,
+            },
+            Running::Nothing,
+        )),
+        "grpc-proxy" => {
+            let p = GrpcProxy::start(urls).await?;
+            let listen = format!("--listen-addr={}", p.addr());
+            let proxy_pid = cpu::find_pid(&["grpc-proxy", &listen]);
+            match proxy_pid {
+                Some(pid) => pids.push(pid),
+                None => eprintln!("loadgen: grpc-proxy PID not found; its CPU is not counted"),
+            }
+            Ok((
+                Target {
+                    name: "grpc-proxy",
+                    endpoints: vec![p.endpoint()],
+                    pids,
+                    proxy_pid,
+                },
+                Running::Proxy(p),
+            ))
+        }
+        _ => {
+            let name: &'static str = if name == "keygate" {
+                "keygate"
+            } else {
+                "keygate-no-mirror"
+            };
+            let mut extra: Vec<&str> = opts.keygate_args.split_whitespace().collect();
+            if name == "keygate-no-mirror" {
+                extra.push("--no-mirror");
+            }
+            let k = Keygate::start(urls, &extra).await?;
+            pids.extend(k.pid());
+            Ok((
+                Target {
+                    name,
+                    endpoints: vec![k.endpoint()],
+                    pids,
+                    proxy_pid: k.pid(),
+                },
+                Running::Keygate(k),
+            ))
+        }
+    }
 }
 
 /// Entry point of the `loadgen` binary.
@@ -151,62 +236,13 @@ async fn run(opts: Options) -> Result<()> {
     let etcd_pids: Vec<u32> = (0..cluster.len()).filter_map(|i| cluster.pid(i)).collect();
     let etcd_version = etcd_version();
 
-    let mut targets: Vec<std::result::Result<Target, (String, String)>> = Vec::new();
-    // Kept alive for the whole run.
-    let mut _proxy: Option<GrpcProxy> = None;
-    let mut _keygate: Option<Keygate> = None;
-    let mut keygate_bin = String::from("-");
-    for name in &opts.targets {
-        match name.as_str() {
-            "etcd" => targets.push(Ok(Target {
-                name: "etcd",
-                endpoints: urls.clone(),
-                pids: etcd_pids.clone(),
-            })),
-            "grpc-proxy" => match GrpcProxy::start(&urls).await {
-                Ok(p) => {
-                    let listen = format!("--listen-addr={}", p.addr());
-                    let mut pids = etcd_pids.clone();
-                    match cpu::find_pid(&["grpc-proxy", &listen]) {
-                        Some(pid) => pids.push(pid),
-                        None => eprintln!("loadgen: grpc-proxy PID not found; its CPU is not counted"),
-                    }
-                    targets.push(Ok(Target {
-                        name: "grpc-proxy",
-                        endpoints: vec![p.endpoint()],
-                        pids,
-                    }));
-                    _proxy = Some(p);
-                }
-                Err(e) => targets.push(Err(("grpc-proxy".into(), format!("{e:#}")))),
-            },
-            "keygate" => {
-                keygate_bin = crate::bins::keygate_bin()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|e| format!("{e:#}"));
-                let extra: Vec<&str> = opts.keygate_args.split_whitespace().collect();
-                match Keygate::start(&urls, &extra).await {
-                    Ok(k) => {
-                        let mut pids = etcd_pids.clone();
-                        pids.extend(k.pid());
-                        targets.push(Ok(Target {
-                            name: "keygate",
-                            endpoints: vec![k.endpoint()],
-                            pids,
-                        }));
-                        _keygate = Some(k);
-                    }
-                    Err(e) => targets.push(Err(("keygate".into(), format!("{e:#}")))),
-                }
-            }
-            _ => unreachable!("targets were validated"),
-        }
-    }
-    for t in &targets {
-        if let Err((name, e)) = t {
-            eprintln!("loadgen: target {name} failed to start: {e}");
-        }
-    }
+    let keygate_bin = if opts.targets.iter().any(|t| t.starts_with("keygate")) {
+        crate::bins::keygate_bin()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|e| format!("{e:#}"))
+    } else {
+        "-".to_string()
+    };
 
     let data = Arc::new(Data::new(opts.keys, opts.list_keys, opts.value_size));
     let direct = connect(&urls[0]).await?;
@@ -222,14 +258,19 @@ async fn run(opts: Options) -> Result<()> {
     for mode in &opts.modes {
         let mut report = ModeReport::new(mode, describe(mode, &opts));
         eprintln!("\nloadgen: mode {mode}: {}", report.description);
-        for t in &targets {
-            let target = match t {
+        for name in &opts.targets {
+            // Each proxy runs only while it is measured, so none of them (keygate's mirror
+            // watch, say) loads etcd or the CPUs while another target is measured.
+            let (target, running) = match start_target(name, &urls, &etcd_pids, &opts).await {
                 Ok(t) => t,
-                Err((name, e)) => {
-                    report.rows.push(Measure::failed(name, format!("did not start: {e}")));
+                Err(e) => {
+                    let m = Measure::failed(name, format!("did not start: {e:#}"));
+                    eprintln!("  {}", m.one_line());
+                    report.rows.push(m);
                     continue;
                 }
             };
+            let target = &target;
             let res = match mode.as_str() {
                 "watch" => run_watch(target, &opts, &direct_kv, epoch, ticks).await,
                 m => {
@@ -250,6 +291,7 @@ async fn run(opts: Options) -> Result<()> {
             };
             eprintln!("  {}", m.one_line());
             report.rows.push(m);
+            running.stop().await;
             if matches!(mode.as_str(), "put" | "mixed" | "watch") {
                 // Keep the history etcd carries the same for every target.
                 if let Err(e) = compact(&mut direct_kv).await {
@@ -281,8 +323,6 @@ async fn run(opts: Options) -> Result<()> {
         report::write_markdown(path, &section)?;
         eprintln!("loadgen: wrote {}", path.display());
     }
-    drop(_keygate);
-    drop(_proxy);
     drop(cluster);
     Ok(())
 }
@@ -365,14 +405,19 @@ async fn compact(kv: &mut KvClient<Channel>) -> Result<()> {
 /// Samples of every CPU counter at the edges of a measured window.
 struct CpuSample {
     server: f64,
+    proxy: f64,
     client: f64,
     machine: Option<(u64, u64)>,
 }
 
 impl CpuSample {
-    fn take(pids: &[u32], ticks: f64) -> Self {
+    fn take(t: &Target, ticks: f64) -> Self {
         Self {
-            server: cpu::cpu_seconds(pids, ticks),
+            server: cpu::cpu_seconds(&t.pids, ticks),
+            proxy: t
+                .proxy_pid
+                .map(|p| cpu::cpu_seconds(&[p], ticks))
+                .unwrap_or(0.0),
             client: cpu::self_cpu_seconds(ticks),
             machine: cpu::machine_jiffies(),
         }
@@ -380,6 +425,7 @@ impl CpuSample {
 
     fn fill(&self, end: &CpuSample, m: &mut Measure) {
         m.server_cpu_s = end.server - self.server;
+        m.proxy_cpu_s = end.proxy - self.proxy;
         m.client_cpu_s = end.client - self.client;
         if let (Some((b0, t0)), Some((b1, t1))) = (self.machine, end.machine) {
             if t1 > t0 {
@@ -437,14 +483,14 @@ async fn run_closed(target: &Target, op: Op, opts: &Options, data: &Arc<Data>, t
         }
     }
     tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
-    let cpu0 = CpuSample::take(&target.pids, ticks);
+    let cpu0 = CpuSample::take(target, ticks);
     let events0 = watch_events.load(Ordering::Relaxed);
     let t0 = Instant::now();
     phase.store(MEASURE, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(opts.duration)).await;
     phase.store(STOP, Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
-    let cpu1 = CpuSample::take(&target.pids, ticks);
+    let cpu1 = CpuSample::take(target, ticks);
     let events = watch_events.load(Ordering::Relaxed) - events0;
     let _ = stop_tx.send(true);
     let mut m = Measure::new(target.name);
@@ -511,16 +557,16 @@ async fn run_watch(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss1: u64 = target.pids.iter().filter_map(|&p| cpu::rss_bytes(p)).sum();
 
-    let total = Arc::new(AtomicU64::new(u64::MAX));
+    let (total_tx, total_rx) = tokio::sync::watch::channel(u64::MAX);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let readers: Vec<_> = open_streams
         .into_iter()
         .map(|(tx, stream, ids)| {
-            tokio::spawn(fanout::read_stream(tx, stream, ids, epoch, total.clone(), stop_rx.clone()))
+            tokio::spawn(fanout::read_stream(tx, stream, ids, epoch, total_rx.clone(), stop_rx.clone()))
         })
         .collect();
 
-    let cpu0 = CpuSample::take(&target.pids, ticks);
+    let cpu0 = CpuSample::take(target, ticks);
     let t0 = Instant::now();
     let mut interval = tokio::time::interval(Duration::from_millis(opts.watch_interval_ms.max(1)));
     let mut puts = 0u64;
@@ -546,7 +592,7 @@ async fn run_watch(
             }
         }
     }
-    total.store(puts, Ordering::Release);
+    let _ = total_tx.send(puts);
     let all = futures::future::join_all(readers);
     tokio::pin!(all);
     let results = tokio::select! {
@@ -556,8 +602,9 @@ async fn run_watch(
             all.await
         }
     };
+    drop(total_tx);
     let secs = t0.elapsed().as_secs_f64();
-    let cpu1 = CpuSample::take(&target.pids, ticks);
+    let cpu1 = CpuSample::take(target, ticks);
     let mut m = Measure::new(target.name);
     m.secs = secs;
     cpu0.fill(&cpu1, &mut m);

@@ -29,6 +29,8 @@ pub struct Measure {
     pub errors: u64,
     pub first_error: Option<String>,
     pub server_cpu_s: f64,
+    /// The proxy process's share of `server_cpu_s`.
+    pub proxy_cpu_s: f64,
     pub client_cpu_s: f64,
     pub machine_busy_pct: Option<f64>,
     pub notes: String,
@@ -46,6 +48,7 @@ impl Measure {
             errors: 0,
             first_error: None,
             server_cpu_s: 0.0,
+            proxy_cpu_s: 0.0,
             client_cpu_s: 0.0,
             machine_busy_pct: None,
             notes: String::new(),
@@ -89,18 +92,28 @@ impl Measure {
         }
     }
 
+    /// The proxy process's CPU per operation, µs.
+    pub fn proxy_cpu_per_op(&self) -> f64 {
+        if self.ops > 0 {
+            self.proxy_cpu_s * 1e6 / self.ops as f64
+        } else {
+            f64::NAN
+        }
+    }
+
     pub fn one_line(&self) -> String {
         if let Some(f) = &self.failed {
-            return format!("{:<10} FAILED: {f}", self.target);
+            return format!("{:<17} FAILED: {f}", self.target);
         }
         format!(
-            "{:<10} {:>9.0} ops/s  p50 {:>7.0} µs  p99 {:>8.0} µs  errors {}  server CPU {:.1} µs/op{}",
+            "{:<17} {:>9.0} ops/s  p50 {:>7.0} µs  p99 {:>8.0} µs  errors {}  server CPU {:.1} µs/op (proxy {:.1}){}",
             self.target,
             self.ops_per_sec(),
             self.p50(),
             self.p99(),
             self.errors,
             self.cpu_per_op(),
+            self.proxy_cpu_per_op(),
             self.first_error
                 .as_ref()
                 .map(|e| format!("  (first error: {e})"))
@@ -130,13 +143,14 @@ pub struct RunInfo {
     pub warmup: f64,
 }
 
-const HEAD: [&str; 12] = [
+const HEAD: [&str; 13] = [
     "target",
     "ops/s",
     "p50 µs",
     "p99 µs",
     "errors",
     "server CPU µs/op",
+    "of which proxy",
     "× etcd ops/s",
     "+ p50 µs",
     "× etcd p99",
@@ -191,6 +205,11 @@ impl ModeReport {
                     format!("{:.0}", m.p99()),
                     m.errors.to_string(),
                     format!("{:.1}", m.cpu_per_op()),
+                    if m.target == "etcd" {
+                        "-".into()
+                    } else {
+                        format!("{:.1}", m.proxy_cpu_per_op())
+                    },
                     r_ops,
                     d_p50,
                     r_p99,
@@ -503,7 +522,7 @@ pub fn markdown(info: &RunInfo, reports: &[ModeReport], targets: &[TargetRow]) -
     );
     let _ = writeln!(
         out,
-        "- server CPU µs/op = utime+stime of every server process of the target (etcd members, plus grpc-proxy or keygate) over the measured window, divided by operations; client CPU % = the load generator's own CPU; machine busy % = all CPUs, 100 = every core busy\n"
+        "- server CPU µs/op = utime+stime of every server process of the target (etcd members, plus grpc-proxy or keygate) over the measured window, divided by operations; \"of which proxy\" = the grpc-proxy or keygate process alone; client CPU % = the load generator's own CPU; machine busy % = all CPUs, 100 = every core busy\n"
     );
     let _ = writeln!(out, "### Targets from the issues\n");
     let _ = writeln!(out, "| issue | what | target | grpc-proxy (this run) | keygate (this run) | status |");
