@@ -368,3 +368,56 @@ fn first_cert_der(path: &Path) -> Result<Vec<u8>> {
         .context("no certificate")??;
     Ok(cert.to_vec())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unusable_tls_files_stop_startup_naming_option_and_file() -> Result<()> {
+    let pki = TestPki::new("main")?;
+    let a = pki.server("a", "a")?;
+    let b = pki.server("b", "b")?;
+    let garbage = pki.dir().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate")?;
+    let missing = pki.dir().join("missing.pem");
+    let cases = [
+        (
+            format!("[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n", missing, a.key),
+            "server.tls.cert_file",
+            missing.clone(),
+        ),
+        (
+            format!("[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n", a.cert, b.key),
+            "server.tls.key_file",
+            b.key.clone(),
+        ),
+        (
+            format!(
+                "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\nclient_auth = \"required\"\n",
+                a.cert, a.key, garbage
+            ),
+            "server.tls.client_ca_file",
+            garbage.clone(),
+        ),
+        (
+            format!("[upstream.tls]\nca_file = {:?}\n", garbage),
+            "upstream.tls.ca_file",
+            garbage.clone(),
+        ),
+    ];
+    for (toml, option, file) in cases {
+        let path = write_config(pki.dir(), &toml)?;
+        let started = Keygate::start(
+            &["http://127.0.0.1:1".to_string()],
+            &["--config", path.to_str().unwrap_or_default()],
+        )
+        .await;
+        let err = match started {
+            Ok(_) => anyhow::bail!("keygate started with {toml}"),
+            Err(e) => format!("{e:#}"),
+        };
+        let file = file.display().to_string();
+        ensure!(
+            err.contains(option) && err.contains(&file),
+            "error for {option} should name it and {file}: {err}"
+        );
+    }
+    Ok(())
+}
