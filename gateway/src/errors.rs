@@ -69,6 +69,17 @@ pub fn retryable(status: &Status, read_only: bool) -> bool {
     }
 }
 
+/// The error a client gets for a failed upstream call: etcd's own errors as they are; a broken
+/// connection to the member as UNAVAILABLE, which etcd's clients retry, rather than the
+/// UNKNOWN that tonic reports for it.
+pub fn for_client(status: Status) -> Status {
+    if status.code() != Code::Unavailable && is_transport_failure(&status) {
+        Status::unavailable(status.message())
+    } else {
+        status
+    }
+}
+
 /// True when the call failed in keygate's connection to the member rather than with an error
 /// that etcd returned. tonic attaches the underlying error only to failures it made itself.
 pub fn is_transport_failure(status: &Status) -> bool {

@@ -14,6 +14,7 @@ pub mod server;
 pub mod shutdown;
 pub mod tls;
 pub mod upstream;
+pub mod watch;
 
 use anyhow::Context;
 use config::Config;
@@ -37,12 +38,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .mirror
         .enabled
         .then(|| mirror::Mirror::new(&config.mirror, metrics.mirror.clone(), &pool, seen.clone()));
+    let hub = mirror.clone().map(|mirror| {
+        let metrics = (metrics.watch.clone(), metrics.grpc.clone());
+        let progress = std::time::Duration::from_millis(config.watch.progress_notify_interval_ms);
+        watch::Hub::new(
+            mirror,
+            pool.clone(),
+            metrics,
+            shutdown.clone(),
+            progress,
+            config.server.max_request_bytes,
+        )
+    });
     let gw = Arc::new(pipeline::Gateway {
         pool: pool.clone(),
         metrics,
         shutdown: shutdown.clone(),
         seen,
         mirror: mirror.clone(),
+        hub,
         identity: identity::Identifier::new(&config.identity, identity_metrics),
     });
 

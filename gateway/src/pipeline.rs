@@ -12,8 +12,10 @@ use crate::mirror::{Declined, Mirror};
 use crate::revision::{Revisioned, SeenRevision};
 use crate::shutdown::Shutdown;
 use crate::upstream::{Member, Pool};
+use crate::watch::Hub;
 use futures::stream::{BoxStream, StreamExt};
 use keygate_proto::etcdserverpb::{kv_client::KvClient, RangeRequest, RangeResponse};
+use keygate_proto::etcdserverpb::{WatchRequest, WatchResponse};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -37,6 +39,8 @@ pub struct Gateway {
     /// The highest revision shown to any client.
     pub seen: Arc<SeenRevision>,
     pub mirror: Option<Mirror>,
+    /// Serves watches from the mirror's event stream.
+    pub hub: Option<Hub>,
     /// Works out who each caller is.
     pub identity: Identifier,
 }
@@ -129,13 +133,31 @@ impl Gateway {
         request: &Request<RangeRequest>,
     ) -> Result<RangeResponse, Declined> {
         let mirror = self.mirror.as_ref().ok_or(Declined::NotServing)?;
-        // etcd checks a token's permissions on every read; the mirror cannot, so reads made
-        // with etcd credentials go to etcd.
-        let md = request.metadata();
-        if md.contains_key("token") || md.contains_key("authorization") {
+        if carries_credentials(request) {
             return Err(Declined::Credentials);
         }
         mirror.range(request.get_ref()).await
+    }
+
+    /// Watch: from the hub when the mirror follows etcd, else a stream of its own upstream.
+    pub async fn watch(
+        self: &Arc<Self>,
+        request: Request<Streaming<WatchRequest>>,
+        open_upstream: impl FnOnce(
+            Channel,
+            Request<ClientStream<WatchRequest>>,
+        ) -> Upstream<WatchResponse>,
+    ) -> Result<Response<RpcStream<WatchResponse>>, Status> {
+        match &self.hub {
+            Some(hub) if hub.ready() && !carries_credentials(&request) => {
+                let timer = self.metrics.grpc.start(&method::WATCH);
+                Ok(Response::new(hub.serve(request.into_inner(), timer)))
+            }
+            _ => {
+                self.bidi_stream(&method::WATCH, request, open_upstream)
+                    .await
+            }
+        }
     }
 
     /// One request, a stream of responses (Snapshot, Observe).
@@ -237,12 +259,12 @@ impl Gateway {
             };
             self.pool.note_failure(&member, &status);
             if !errors::retryable(&status, method.read_only) {
-                return Err(status);
+                return Err(errors::for_client(status));
             }
             tried.push(member);
             member = match self.pool.pick_excluding(&tried) {
                 Some(next) => next,
-                None => return Err(status),
+                None => return Err(errors::for_client(status)),
             };
             self.pool
                 .metrics()
@@ -273,6 +295,13 @@ impl Gateway {
         })
         .boxed()
     }
+}
+
+/// etcd checks a token's permissions on every read and watch; keygate's mirror cannot, so
+/// requests made with etcd credentials go to etcd.
+fn carries_credentials<T>(request: &Request<T>) -> bool {
+    let md = request.metadata();
+    md.contains_key("token") || md.contains_key("authorization")
 }
 
 /// The client's side of a bidirectional stream, as the stream of messages sent upstream. A
@@ -344,8 +373,7 @@ impl<Resp: Revisioned> Relay<Resp> {
                 // A member that died mid-stream: etcd's clients resume a stream that ends
                 // with UNAVAILABLE (on another endpoint, here keygate again), but give up on
                 // the UNKNOWN that a broken connection would otherwise surface as.
-                Err(status) if errors::is_transport_failure(&status) => Status::unavailable(status.message()),
-                Err(status) => status,
+                Err(status) => errors::for_client(status),
             },
         };
         self.code = failure.code();

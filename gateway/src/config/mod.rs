@@ -40,6 +40,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// The in-memory read mirror.
     pub mirror: MirrorConfig,
+    /// Watches served from the mirror's event stream.
+    pub watch: WatchConfig,
     /// Logging.
     pub log: LogConfig,
     /// Who callers are: bearer tokens, anonymous access.
@@ -148,6 +150,10 @@ pub struct MirrorConfig {
     /// While the mirror's upstream watch is down, how long serializable reads may still be
     /// served from it.
     pub max_staleness_ms: u64,
+    /// Most recent revisions whose events are kept for watchers to replay or catch up from.
+    pub window_revisions: usize,
+    /// Memory budget of that event window, in bytes.
+    pub window_bytes: usize,
 }
 
 impl Default for MirrorConfig {
@@ -158,6 +164,25 @@ impl Default for MirrorConfig {
             page_size: 1000,
             wait_timeout_ms: 1000,
             max_staleness_ms: 5000,
+            window_revisions: 100_000,
+            window_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The watch hub.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Interval of the progress notifications sent to watchers that ask for them (etcd's
+    /// --experimental-watch-progress-notify-interval).
+    pub progress_notify_interval_ms: u64,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            progress_notify_interval_ms: 600_000,
         }
     }
 }

@@ -49,6 +49,12 @@ impl Config {
         if self.mirror.page_size <= 0 {
             return Err(invalid("mirror.page_size", "must be greater than 0"));
         }
+        if self.watch.progress_notify_interval_ms < 10 {
+            return Err(invalid(
+                "watch.progress_notify_interval_ms",
+                "must be at least 10",
+            ));
+        }
         let s = &self.server;
         if s.max_request_bytes == 0 {
             return Err(invalid(

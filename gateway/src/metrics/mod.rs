@@ -5,11 +5,13 @@ mod grpc;
 mod identity;
 mod mirror;
 mod upstream;
+mod watch;
 
 pub use grpc::{GrpcMetrics, RpcTimer};
 pub use identity::IdentityMetrics;
 pub use mirror::MirrorMetrics;
 pub use upstream::UpstreamMetrics;
+pub use watch::WatchMetrics;
 
 use prometheus::{Encoder, Registry, TextEncoder};
 
@@ -20,6 +22,7 @@ pub struct Metrics {
     pub grpc: GrpcMetrics,
     pub upstream: UpstreamMetrics,
     pub mirror: MirrorMetrics,
+    pub watch: WatchMetrics,
 }
 
 impl Metrics {
@@ -28,6 +31,7 @@ impl Metrics {
             grpc: GrpcMetrics::register(&registry)?,
             upstream: UpstreamMetrics::register(&registry)?,
             mirror: MirrorMetrics::register(&registry)?,
+            watch: WatchMetrics::register(&registry)?,
             registry,
         })
     }

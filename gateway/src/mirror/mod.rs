@@ -6,6 +6,9 @@ mod barrier;
 mod range;
 mod store;
 mod sync;
+mod window;
+
+pub use window::{FellBehind, RevisionEvents};
 
 use crate::config::MirrorConfig;
 use crate::metrics::MirrorMetrics;
@@ -19,6 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use store::Store;
 use tokio::sync::watch;
+use window::Window;
 
 /// Why a Range went upstream instead (a metrics label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +60,8 @@ struct Shared {
     config: MirrorConfig,
     metrics: MirrorMetrics,
     store: RwLock<Store>,
+    /// Recent events, for watchers.
+    window: RwLock<Window>,
     /// The store's revision, for readers waiting on it.
     revision: watch::Sender<i64>,
     loaded: AtomicBool,
@@ -78,6 +84,7 @@ impl Mirror {
             config: config.clone(),
             metrics: metrics.clone(),
             store: RwLock::new(Store::default()),
+            window: RwLock::new(Window::new(config.window_revisions, config.window_bytes)),
             revision: watch::channel(0).0,
             loaded: AtomicBool::new(false),
             auth_enabled: AtomicBool::new(true),
@@ -126,6 +133,50 @@ impl Mirror {
         self.seen
             .observe(resp.header.as_ref().map_or(0, |h| h.revision));
         Ok(resp)
+    }
+}
+
+/// What the watch hub reads.
+impl Mirror {
+    /// True while the mirror follows etcd closely enough to serve reads and watches.
+    pub fn serving(&self) -> bool {
+        self.shared.serving()
+    }
+
+    /// The mirror's revision, as it changes.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.shared.revision.subscribe()
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.shared.revision()
+    }
+
+    /// Waits (bounded) until the mirror reaches `revision`; false if it did not.
+    pub async fn wait_for(&self, revision: i64) -> bool {
+        self.shared.wait_for(revision).await.is_some()
+    }
+
+    /// Waits (bounded) until the mirror shows every revision any client has seen.
+    pub async fn catch_up(&self) -> bool {
+        self.wait_for(self.seen.get()).await
+    }
+
+    /// Events of up to `max` revisions from `from` on.
+    pub fn events_since(
+        &self,
+        from: i64,
+        max: usize,
+    ) -> Result<Vec<std::sync::Arc<RevisionEvents>>, FellBehind> {
+        match self.shared.window.read() {
+            Ok(window) => window.since(from, max),
+            Err(_) => Err(FellBehind { oldest: i64::MAX }),
+        }
+    }
+
+    /// A response header at `revision`, as the member the mirror follows would write it.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        self.shared.header(revision)
     }
 }
 
@@ -186,6 +237,9 @@ impl Shared {
         self.publish_size(&store);
         if let Ok(mut current) = self.store.write() {
             *current = store;
+            if let Ok(mut window) = self.window.write() {
+                window.reset(revision);
+            }
         }
         self.loaded.store(true, Ordering::Release);
         self.revision.send_replace(revision);
@@ -205,7 +259,10 @@ impl Shared {
         let Ok(mut store) = self.store.write() else {
             return false;
         };
-        store.apply(events, revision);
+        let prev = store.apply(events, revision);
+        if let Ok(mut window) = self.window.write() {
+            window.push(events, prev);
+        }
         let fits = store.bytes() <= self.config.max_bytes;
         self.publish_size(&store);
         drop(store);

@@ -32,16 +32,18 @@ pub fn evaluate(
         || req.min_create_revision != 0
         || req.max_create_revision != 0;
     let target = SortTarget::try_from(req.sort_target).ok()?;
-    let mut order = SortOrder::try_from(req.sort_order).ok()?;
-    if target != SortTarget::Key && order == SortOrder::None {
-        // etcd sorts ascending by a non-key target when no order is given.
-        order = SortOrder::Ascend;
-    }
-    // Without sorting or filters only limit+1 keys are needed (the +1 tells `more`).
-    let keep = if req.limit > 0 && order == SortOrder::None && !filtered {
+    let requested = SortOrder::try_from(req.sort_order).ok()?;
+    // etcd reads all matching keys only when an order is requested or a filter is set;
+    // otherwise it reads limit+1 keys in key order (the +1 tells `more`) and sorts just those.
+    let keep = if req.limit > 0 && requested == SortOrder::None && !filtered {
         usize::try_from(req.limit).ok()?.saturating_add(1)
     } else {
         usize::MAX
+    };
+    let order = match (requested, target) {
+        // etcd sorts ascending by a non-key target when no order is given.
+        (SortOrder::None, t) if t != SortTarget::Key => SortOrder::Ascend,
+        (order, _) => order,
     };
     for kv in store.range(&req.key, &req.range_end) {
         count += 1;
@@ -219,6 +221,22 @@ mod tests {
             ResponseHeader::default()
         )
         .is_none());
+    }
+
+    #[test]
+    fn without_an_order_the_limit_applies_before_the_sort() {
+        // etcd takes the first limit+1 keys, sorts them by value, then cuts to the limit.
+        let r = evaluate(
+            &store(),
+            &req(|r| {
+                r.sort_target = SortTarget::Value as i32;
+                r.limit = 2
+            }),
+            ResponseHeader::default(),
+        )
+        .expect("served");
+        assert_eq!(keys(&r), [b"c", b"b"]);
+        assert!(r.more);
     }
 
     #[test]

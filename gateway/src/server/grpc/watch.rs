@@ -1,6 +1,5 @@
 //! etcdserverpb.Watch: one bidirectional stream carrying many watchers.
 
-use crate::method;
 use crate::pipeline::{ClientStream, Gateway, RpcStream, Upstream};
 use keygate_proto::etcdserverpb::watch_client::WatchClient;
 use keygate_proto::etcdserverpb::watch_server::{Watch, WatchServer};
@@ -23,7 +22,7 @@ impl Watch for WatchService {
         &self,
         r: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.0.bidi_stream(&method::WATCH, r, open_upstream).await
+        self.0.watch(r, open_upstream).await
     }
 }
 

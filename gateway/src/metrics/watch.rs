@@ -1,0 +1,43 @@
+//! keygate_watch_*: downstream watchers served by the hub, and what they cost upstream.
+
+use prometheus::{IntCounter, IntGauge, Registry};
+
+#[derive(Clone)]
+pub struct WatchMetrics {
+    pub streams: IntGauge,
+    pub watchers: IntGauge,
+    /// Upstream watch streams opened for watchers older than the event window.
+    pub upstream_streams: IntGauge,
+    pub events_sent: IntCounter,
+    pub canceled_lagging: IntCounter,
+    pub progress_sent: IntCounter,
+}
+
+impl WatchMetrics {
+    pub fn register(r: &Registry) -> prometheus::Result<Self> {
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        Ok(Self {
+            streams: gauge("keygate_watch_streams", "Downstream watch streams served by the watch hub.")?,
+            watchers: gauge("keygate_watch_watchers", "Downstream watchers served by the watch hub.")?,
+            upstream_streams: gauge(
+                "keygate_watch_upstream_streams",
+                "Upstream watch streams opened for watchers that start before the event window.",
+            )?,
+            events_sent: counter("keygate_watch_events_sent_total", "Events sent to downstream watchers.")?,
+            canceled_lagging: counter(
+                "keygate_watch_canceled_lagging_total",
+                "Watchers canceled with compact_revision because they fell behind the event window.",
+            )?,
+            progress_sent: counter("keygate_watch_progress_sent_total", "Progress notifications sent.")?,
+        })
+    }
+}

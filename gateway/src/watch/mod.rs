@@ -1,0 +1,68 @@
+//! The watch hub: every downstream watch whose start lies in the mirror's event window is
+//! served from the mirror's one upstream watch — no upstream watch per client. Older start
+//! revisions get an upstream watch of their own.
+
+mod dedicated;
+mod stream;
+mod watcher;
+
+use crate::metrics::{GrpcMetrics, RpcTimer, WatchMetrics};
+use crate::mirror::Mirror;
+use crate::pipeline::RpcStream;
+use crate::shutdown::Shutdown;
+use crate::upstream::Pool;
+use keygate_proto::etcdserverpb::{WatchRequest, WatchResponse};
+use std::time::Duration;
+use tonic::Streaming;
+
+/// Responses queued per downstream stream before keygate stops reading for that stream.
+const STREAM_QUEUE: usize = 16;
+
+#[derive(Clone)]
+pub struct Hub {
+    mirror: Mirror,
+    pool: Pool,
+    metrics: WatchMetrics,
+    grpc: GrpcMetrics,
+    shutdown: Shutdown,
+    progress_interval: Duration,
+    max_response_bytes: usize,
+}
+
+impl Hub {
+    pub fn new(
+        mirror: Mirror,
+        pool: Pool,
+        metrics: (WatchMetrics, GrpcMetrics),
+        shutdown: Shutdown,
+        progress_interval: Duration,
+        max_response_bytes: usize,
+    ) -> Hub {
+        let (metrics, grpc) = metrics;
+        Hub {
+            mirror,
+            pool,
+            metrics,
+            grpc,
+            shutdown,
+            progress_interval,
+            max_response_bytes,
+        }
+    }
+
+    /// True when new watch streams can be served from the mirror.
+    pub fn ready(&self) -> bool {
+        self.mirror.serving()
+    }
+
+    /// Serves one downstream Watch stream.
+    pub fn serve(
+        &self,
+        inbound: Streaming<WatchRequest>,
+        timer: RpcTimer,
+    ) -> RpcStream<WatchResponse> {
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
+        tokio::spawn(stream::Stream::run(self.clone(), inbound, tx, timer));
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}

@@ -1,0 +1,320 @@
+//! One downstream Watch stream served by the hub: its watchers, the requests that create and
+//! cancel them, and the delivery of their events from the mirror's event window.
+
+use super::dedicated;
+use super::watcher::{responses, Watcher, DUPLICATE_ID};
+use super::Hub;
+use crate::errors::GatewayError;
+use crate::metrics::RpcTimer;
+use keygate_proto::etcdserverpb::watch_request::RequestUnion;
+use keygate_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use std::collections::{BTreeMap, HashMap};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::{Code, Status, Streaming};
+
+/// Revisions read from the window per watcher per pass; etcd batches an unsynced watcher's
+/// backlog by the same number of revisions.
+const MAX_REVISIONS: usize = 1000;
+
+type Out = mpsc::Sender<Result<WatchResponse, Status>>;
+
+pub(super) struct Stream {
+    hub: Hub,
+    out: Out,
+    watchers: BTreeMap<i64, Watcher>,
+    /// Watchers with an upstream watch of their own.
+    dedicated: HashMap<i64, JoinHandle<()>>,
+    dedicated_tx: mpsc::Sender<(i64, WatchResponse)>,
+    next_id: i64,
+    /// A WatchProgressRequest waits for every watcher to be synced.
+    progress_owed: bool,
+}
+
+/// Why the stream ended.
+enum Ended {
+    ClientGone,
+    Failed(Status),
+}
+
+impl Stream {
+    pub(super) async fn run(
+        hub: Hub,
+        mut inbound: Streaming<WatchRequest>,
+        out: Out,
+        timer: RpcTimer,
+    ) {
+        let (dedicated_tx, mut dedicated_rx) = mpsc::channel(64);
+        let mut revision = hub.mirror.subscribe();
+        let mut progress = tokio::time::interval(hub.progress_interval);
+        progress.reset();
+        let mut stream = Stream {
+            hub: hub.clone(),
+            out,
+            watchers: BTreeMap::new(),
+            dedicated: HashMap::new(),
+            dedicated_tx,
+            next_id: 0,
+            progress_owed: false,
+        };
+        hub.metrics.streams.inc();
+        let mut reading = true;
+        let ended = loop {
+            let step = tokio::select! {
+                biased;
+                () = hub.shutdown.wait() => Err(Ended::Failed(GatewayError::ShuttingDown.into())),
+                () = stream.out.closed() => Err(Ended::ClientGone),
+                message = inbound.message(), if reading => match message {
+                    Ok(Some(request)) => {
+                        hub.grpc.message_received(&crate::method::WATCH);
+                        stream.handle(request).await
+                    }
+                    // A half-close ends nothing: etcd keeps delivering until the client leaves.
+                    Ok(None) => { reading = false; Ok(()) }
+                    Err(status) => Err(Ended::Failed(crate::errors::etcd_decode_error(&status).unwrap_or(status))),
+                },
+                Ok(()) = revision.changed() => stream.deliver().await,
+                Some((id, resp)) = dedicated_rx.recv() => stream.relay_dedicated(id, resp).await,
+                _ = progress.tick() => stream.periodic_progress().await,
+            };
+            if let Err(ended) = step {
+                break ended;
+            }
+        };
+        let code = match ended {
+            Ended::ClientGone => Code::Cancelled,
+            Ended::Failed(status) => {
+                let code = status.code();
+                let _ = stream.out.send(Err(status)).await;
+                code
+            }
+        };
+        timer.finish(code);
+        hub.metrics.streams.dec();
+        hub.metrics.watchers.sub(stream.watchers.len() as i64);
+        for (_, task) in stream.dedicated.drain() {
+            task.abort();
+            hub.metrics.upstream_streams.dec();
+        }
+    }
+
+    async fn send(&self, resp: WatchResponse) -> Result<(), Ended> {
+        self.hub.grpc.message_sent(&crate::method::WATCH);
+        self.hub
+            .metrics
+            .events_sent
+            .inc_by(resp.events.len() as u64);
+        self.out.send(Ok(resp)).await.map_err(|_| Ended::ClientGone)
+    }
+
+    async fn handle(&mut self, request: WatchRequest) -> Result<(), Ended> {
+        match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
+            Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id).await,
+            Some(RequestUnion::ProgressRequest(_)) => {
+                self.progress_owed = true;
+                self.deliver().await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&mut self, create: WatchCreateRequest) -> Result<(), Ended> {
+        // Never start a watcher at a revision older than one some client has already seen.
+        self.hub.mirror.catch_up().await;
+        let current = self.hub.mirror.revision();
+        let id = if create.watch_id == 0 {
+            self.free_id()
+        } else {
+            create.watch_id
+        };
+        let header = Some(self.hub.mirror.header(current));
+        let refused = |reason: &str| WatchResponse {
+            header,
+            watch_id: -1,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..Default::default()
+        };
+        if self.watchers.contains_key(&id) || self.dedicated.contains_key(&id) {
+            return self.send(refused(DUPLICATE_ID)).await;
+        }
+        let next = if create.start_revision > 0 {
+            create.start_revision
+        } else {
+            current + 1
+        };
+        let watcher = match Watcher::new(id, &create, next, current) {
+            Ok(watcher) => watcher,
+            Err(reason) => return self.send(refused(reason)).await,
+        };
+        let in_window = next > current || self.hub.mirror.events_since(next, 0).is_ok();
+        if !in_window || !self.hub.mirror.serving() {
+            return self.create_dedicated(id, create);
+        }
+        self.send(WatchResponse {
+            header,
+            watch_id: id,
+            created: true,
+            ..Default::default()
+        })
+        .await?;
+        self.watchers.insert(id, watcher);
+        self.hub.metrics.watchers.inc();
+        self.deliver().await
+    }
+
+    fn create_dedicated(&mut self, id: i64, create: WatchCreateRequest) -> Result<(), Ended> {
+        let task = tokio::spawn(dedicated::run(
+            self.hub.pool.clone(),
+            id,
+            create,
+            self.dedicated_tx.clone(),
+        ));
+        self.dedicated.insert(id, task);
+        self.hub.metrics.upstream_streams.inc();
+        Ok(())
+    }
+
+    fn free_id(&mut self) -> i64 {
+        while self.watchers.contains_key(&self.next_id)
+            || self.dedicated.contains_key(&self.next_id)
+        {
+            self.next_id += 1;
+        }
+        self.next_id += 1;
+        self.next_id - 1
+    }
+
+    async fn cancel(&mut self, id: i64) -> Result<(), Ended> {
+        if self.watchers.remove(&id).is_some() {
+            self.hub.metrics.watchers.dec();
+        } else if let Some(task) = self.dedicated.remove(&id) {
+            task.abort();
+            self.hub.metrics.upstream_streams.dec();
+        } else {
+            // etcd answers nothing for an id it doesn't know.
+            return Ok(());
+        }
+        let header = Some(self.hub.mirror.header(self.hub.mirror.revision()));
+        self.send(WatchResponse {
+            header,
+            watch_id: id,
+            canceled: true,
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn relay_dedicated(&mut self, id: i64, resp: WatchResponse) -> Result<(), Ended> {
+        if !self.dedicated.contains_key(&id) {
+            return Ok(()); // canceled meanwhile
+        }
+        if resp.canceled {
+            self.dedicated.remove(&id);
+            self.hub.metrics.upstream_streams.dec();
+        }
+        self.send(resp).await
+    }
+
+    /// Sends every hub watcher the events it is owed, up to the mirror's revision.
+    async fn deliver(&mut self) -> Result<(), Ended> {
+        let current = self.hub.mirror.revision();
+        let ids: Vec<i64> = self.watchers.keys().copied().collect();
+        for id in ids {
+            while let Some(watcher) = self.watchers.get(&id) {
+                if watcher.next > current {
+                    break;
+                }
+                match self.hub.mirror.events_since(watcher.next, MAX_REVISIONS) {
+                    Ok(revisions) if revisions.is_empty() => {
+                        if let Some(w) = self.watchers.get_mut(&id) {
+                            w.next = current + 1;
+                        }
+                        break;
+                    }
+                    Ok(revisions) => {
+                        let batches: Vec<_> = if watcher.catching_up {
+                            vec![(current, &revisions[..])]
+                        } else {
+                            revisions
+                                .iter()
+                                .map(|r| (r.revision, std::slice::from_ref(r)))
+                                .collect()
+                        };
+                        let last = revisions.last().map_or(current, |r| r.revision);
+                        let (fragment, max) = (watcher.fragment, self.hub.max_response_bytes);
+                        let mut out = Vec::new();
+                        for (header_revision, revs) in batches {
+                            let events = watcher.select(revs);
+                            if !events.is_empty() {
+                                let header = self.hub.mirror.header(header_revision);
+                                out.extend(responses(id, header, events, fragment, max));
+                            }
+                        }
+                        if let Some(w) = self.watchers.get_mut(&id) {
+                            w.next = last + 1;
+                            w.catching_up = false;
+                        }
+                        for resp in out {
+                            self.send(resp).await?;
+                        }
+                    }
+                    Err(behind) => {
+                        // Fell off the window (or the mirror reloaded): the client relists, as
+                        // after a compaction.
+                        self.watchers.remove(&id);
+                        self.hub.metrics.watchers.dec();
+                        self.hub.metrics.canceled_lagging.inc();
+                        let header = Some(self.hub.mirror.header(current));
+                        let resp = WatchResponse {
+                            header,
+                            watch_id: id,
+                            canceled: true,
+                            compact_revision: behind.oldest,
+                            ..Default::default()
+                        };
+                        self.send(resp).await?;
+                        break;
+                    }
+                }
+            }
+        }
+        if self.progress_owed && self.watchers.values().all(|w| w.next > current) {
+            self.progress_owed = false;
+            self.hub.metrics.progress_sent.inc();
+            let header = Some(self.hub.mirror.header(current));
+            self.send(WatchResponse {
+                header,
+                watch_id: -1,
+                ..Default::default()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// etcd's periodic progress notification, to synced watchers that asked for it.
+    async fn periodic_progress(&mut self) -> Result<(), Ended> {
+        self.deliver().await?;
+        let current = self.hub.mirror.revision();
+        let due: Vec<i64> = self
+            .watchers
+            .values()
+            .filter(|w| w.progress_notify && w.next > current)
+            .map(|w| w.id)
+            .collect();
+        for id in due {
+            self.hub.metrics.progress_sent.inc();
+            let header = Some(self.hub.mirror.header(current));
+            self.send(WatchResponse {
+                header,
+                watch_id: id,
+                ..Default::default()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
