@@ -55,6 +55,8 @@ async fn discover(pool: &Pool) -> Result<(), tonic::Status> {
     }
     if next.len() != current.len() || next.iter().zip(&current).any(|(a, b)| !Arc::ptr_eq(a, b)) {
         pool.replace_members(next);
+        // New members take requests only once checked.
+        super::health::check_all(pool).await;
     }
     Ok(())
 }

@@ -73,13 +73,16 @@ impl Pool {
 
     /// The member the next request goes to: the leader when it is healthy (a follower would
     /// only forward writes and read-index requests to it), else the first healthy member in
-    /// configuration order, so that one keygate reads from one member at a time.
+    /// configuration order, so that one keygate reads from one member at a time. When no member
+    /// is marked healthy the marks may be stale (a member just discovered, or just back), so the
+    /// first member is tried anyway and the request fails with the member's own error.
     pub fn pick(&self) -> Result<Arc<Member>, GatewayError> {
         let members = self.members();
         let healthy = || members.iter().filter(|m| m.is_healthy());
         healthy()
             .find(|m| m.is_leader())
             .or_else(|| healthy().next())
+            .or_else(|| members.first())
             .cloned()
             .ok_or(GatewayError::NoHealthyMember)
     }

@@ -11,7 +11,8 @@ use crate::mirror::Mirror;
 use crate::pipeline::RpcStream;
 use crate::shutdown::Shutdown;
 use crate::upstream::Pool;
-use keygate_proto::etcdserverpb::{WatchRequest, WatchResponse};
+use bytes::Bytes;
+use keygate_proto::etcdserverpb::{kv_client::KvClient, RangeRequest, WatchRequest, WatchResponse};
 use std::time::Duration;
 use tonic::Streaming;
 
@@ -53,6 +54,27 @@ impl Hub {
     /// True when new watch streams can be served from the mirror.
     pub fn ready(&self) -> bool {
         self.mirror.serving()
+    }
+
+    /// Whether etcd still keeps the history from `revision` on (it has not been compacted).
+    async fn history_kept(&self, revision: i64) -> bool {
+        let Ok(member) = self.pool.pick() else {
+            return false;
+        };
+        let probe = RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            revision,
+            keys_only: true,
+            limit: 1,
+            ..Default::default()
+        };
+        match KvClient::new(member.channel()).range(probe).await {
+            Ok(_) => true,
+            Err(status) => {
+                self.pool.note_failure(&member, &status);
+                false
+            }
+        }
     }
 
     /// Serves one downstream Watch stream.

@@ -149,7 +149,10 @@ impl Stream {
             Ok(watcher) => watcher,
             Err(reason) => return self.send(refused(reason)).await,
         };
-        let in_window = next > current || self.hub.mirror.events_since(next, 0).is_ok();
+        // History is served from the window only where etcd still has it: events the window
+        // holds may already be compacted away upstream, and then etcd's answer is the compaction.
+        let in_window = next > current
+            || self.hub.mirror.events_since(next, 0).is_ok() && self.hub.history_kept(next).await;
         if !in_window || !self.hub.mirror.serving() {
             return self.create_dedicated(id, create);
         }

@@ -9,7 +9,7 @@ use keygate_proto::etcdserverpb::*;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-pub struct AuthService(Arc<Gateway>);
+pub struct AuthService(pub(crate) Arc<Gateway>);
 
 pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> AuthServer<AuthService> {
     AuthServer::new(AuthService(gw.clone())).max_decoding_message_size(max_recv)

@@ -9,7 +9,7 @@ use keygate_proto::etcdserverpb::*;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-pub struct ClusterService(Arc<Gateway>);
+pub struct ClusterService(pub(crate) Arc<Gateway>);
 
 pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> ClusterServer<ClusterService> {
     ClusterServer::new(ClusterService(gw.clone())).max_decoding_message_size(max_recv)

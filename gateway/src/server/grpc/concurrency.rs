@@ -13,8 +13,8 @@ use keygate_proto::v3lockpb::*;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-pub struct LockService(Arc<Gateway>);
-pub struct ElectionService(Arc<Gateway>);
+pub struct LockService(pub(crate) Arc<Gateway>);
+pub struct ElectionService(pub(crate) Arc<Gateway>);
 
 pub fn lock_server(gw: &Arc<Gateway>, max_recv: usize) -> LockServer<LockService> {
     LockServer::new(LockService(gw.clone())).max_decoding_message_size(max_recv)

@@ -9,7 +9,7 @@ use keygate_proto::etcdserverpb::*;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-pub struct KvService(Arc<Gateway>);
+pub struct KvService(pub(crate) Arc<Gateway>);
 
 pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> KvServer<KvService> {
     KvServer::new(KvService(gw.clone())).max_decoding_message_size(max_recv)

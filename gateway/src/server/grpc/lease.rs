@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
-pub struct LeaseService(Arc<Gateway>);
+pub struct LeaseService(pub(crate) Arc<Gateway>);
 
 pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> LeaseServer<LeaseService> {
     LeaseServer::new(LeaseService(gw.clone())).max_decoding_message_size(max_recv)

@@ -9,7 +9,7 @@ use keygate_proto::etcdserverpb::*;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-pub struct MaintenanceService(Arc<Gateway>);
+pub struct MaintenanceService(pub(crate) Arc<Gateway>);
 
 pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> MaintenanceServer<MaintenanceService> {
     MaintenanceServer::new(MaintenanceService(gw.clone())).max_decoding_message_size(max_recv)

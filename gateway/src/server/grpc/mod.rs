@@ -1,13 +1,13 @@
 //! The gRPC services of the etcd API. Each handler names its method and hands the request to
 //! the pipeline with the upstream call to make; the pipeline does the rest.
 
-mod auth;
-mod cluster;
-mod concurrency;
-mod kv;
-mod lease;
-mod maintenance;
-mod watch;
+pub(super) mod auth;
+pub(super) mod cluster;
+pub(super) mod concurrency;
+pub(super) mod kv;
+pub(super) mod lease;
+pub(super) mod maintenance;
+pub(super) mod watch;
 
 use crate::pipeline::Gateway;
 use std::sync::Arc;

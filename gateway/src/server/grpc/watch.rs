@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
-pub struct WatchService(Arc<Gateway>);
+pub struct WatchService(pub(crate) Arc<Gateway>);
 
 pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> WatchServer<WatchService> {
     WatchServer::new(WatchService(gw.clone())).max_decoding_message_size(max_recv)
