@@ -1,0 +1,324 @@
+//! The mirror's consistency under concurrency, against real etcd:
+//! - a history of concurrent puts and linearizable gets on a few keys (gets through keygate,
+//!   puts through keygate and, for some clients, straight to etcd, which keygate never sees)
+//!   is linearizable, checked with `keygate_tests::linearizability`;
+//! - serializable reads through keygate give read-your-writes, and monotonic reads for one
+//!   client and across clients of the same keygate (a revision one client saw and passed on
+//!   is never newer than what the other then reads), while other writers keep the mirror busy.
+//!
+//! Both check through /metrics that the mirror served the reads being judged.
+
+mod mirror_common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use bytes::Bytes;
+use keygate_proto::etcdserverpb::{PutRequest, RangeRequest, RangeResponse};
+use keygate_tests::linearizability::{self, Action, Operation};
+use keygate_tests::{Clients, EtcdCluster, Keygate};
+use mirror_common::{wait_serving, Reads};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+async fn put(c: &mut Clients, key: &str, value: &str) -> Result<i64> {
+    let req = PutRequest {
+        key: b(key),
+        value: b(value),
+        ..Default::default()
+    };
+    let resp = tokio::time::timeout(CALL_TIMEOUT, c.kv.put(req))
+        .await
+        .context("put timed out")??
+        .into_inner();
+    Ok(resp.header.map_or(0, |h| h.revision))
+}
+
+async fn get(c: &mut Clients, key: &str, serializable: bool) -> Result<RangeResponse> {
+    let req = RangeRequest {
+        key: b(key),
+        serializable,
+        ..Default::default()
+    };
+    Ok(tokio::time::timeout(CALL_TIMEOUT, c.kv.range(req))
+        .await
+        .context("get timed out")??
+        .into_inner())
+}
+
+fn value_of(resp: &RangeResponse) -> Option<String> {
+    resp.kvs
+        .first()
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+}
+
+const CLIENTS: usize = 8;
+/// Clients whose puts go straight to etcd (their gets still go through keygate).
+const DIRECT_WRITERS: usize = 2;
+const OPS: usize = 600;
+const LIN_KEYS: &[&str] = &["lin/0", "lin/1", "lin/2"];
+
+async fn client_history(
+    id: usize,
+    mut via: Clients,
+    mut direct: Clients,
+) -> (Vec<Operation>, usize) {
+    let mut rng = StdRng::seed_from_u64(0x11ea_0000 + id as u64);
+    let mut history = Vec::with_capacity(OPS);
+    let mut failed_gets = 0;
+    for n in 0..OPS {
+        let key = LIN_KEYS[rng.random_range(0..LIN_KEYS.len())];
+        let invoked = Instant::now();
+        if rng.random_bool(0.4) {
+            let value = format!("c{id}-{n}");
+            let target = if id < DIRECT_WRITERS {
+                &mut direct
+            } else {
+                &mut via
+            };
+            let ok = put(target, key, &value).await.is_ok();
+            history.push(Operation {
+                client: id,
+                key: key.to_string(),
+                action: Action::Put(value),
+                invoked,
+                // A failed write may still have been applied, at any later time.
+                returned: ok.then(Instant::now),
+            });
+        } else {
+            match get(&mut via, key, false).await {
+                Ok(resp) => history.push(Operation {
+                    client: id,
+                    key: key.to_string(),
+                    action: Action::Get(value_of(&resp)),
+                    invoked,
+                    returned: Some(Instant::now()),
+                }),
+                Err(_) => failed_gets += 1,
+            }
+        }
+    }
+    (history, failed_gets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_through_the_mirror_are_linearizable() -> Result<()> {
+    let cluster = EtcdCluster::start(1).await?;
+    let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
+    wait_serving(&keygate, Duration::from_secs(15)).await?;
+    let before = Reads::now(&keygate).await?;
+    let mut tasks = Vec::new();
+    for id in 0..CLIENTS {
+        // Each client on its own connection, as separate processes would be.
+        let via = keygate.clients().await?;
+        let direct = cluster.clients(0).await?;
+        tasks.push(tokio::spawn(client_history(id, via, direct)));
+    }
+    let mut history = Vec::new();
+    let mut failed_gets = 0;
+    for t in tasks {
+        let (h, f) = t.await?;
+        history.extend(h);
+        failed_gets += f;
+    }
+    let served = Reads::now(&keygate).await?.since(&before);
+    let gets = history
+        .iter()
+        .filter(|o| matches!(o.action, Action::Get(_)))
+        .count();
+    let unknown = history.iter().filter(|o| o.returned.is_none()).count();
+    eprintln!(
+        "{} operations ({gets} linearizable gets, {failed_gets} failed gets, {unknown} puts \
+         of unknown outcome); mirror served {} linearizable reads, {} forwarded",
+        history.len(),
+        served.mirror_linearizable,
+        served.upstream
+    );
+    let started = std::time::Instant::now();
+    let verdict = linearizability::check(&history);
+    eprintln!("checked in {:?}", started.elapsed());
+    if let Err(v) = verdict {
+        anyhow::bail!("{v}");
+    }
+    ensure!(failed_gets == 0, "{failed_gets} linearizable gets failed");
+    ensure!(
+        served.mirror_linearizable >= 0.8 * gets as f64,
+        "the mirror served only {served:?} of {gets} gets: the history says little about it\n{}",
+        mirror_common::forwarded_reasons(&keygate).await?
+    );
+    Ok(())
+}
+
+/// Keeps writing, through keygate or straight to etcd, until told to stop.
+async fn noise(mut c: Clients, prefix: &'static str, stop: Arc<AtomicBool>) -> usize {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let _ = put(&mut c, &format!("{prefix}{}", n % 50), &n.to_string()).await;
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serializable_reads_give_read_your_writes_and_monotonic_reads() -> Result<()> {
+    const ROUNDS: usize = 300;
+    let cluster = EtcdCluster::start(1).await?;
+    let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
+    wait_serving(&keygate, Duration::from_secs(15)).await?;
+    let before = Reads::now(&keygate).await?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let noisy = [
+        tokio::spawn(noise(
+            cluster.clients(0).await?,
+            "noise/direct/",
+            stop.clone(),
+        )),
+        tokio::spawn(noise(keygate.clients().await?, "noise/via/", stop.clone())),
+    ];
+
+    // A writes and reads its own key; it hands (revision, value) of each write to B; B hands
+    // the revision of each of its reads to C. Each on its own connection.
+    let (to_b, mut from_a) = tokio::sync::mpsc::channel::<(i64, String)>(8);
+    let (to_c, mut from_b) = tokio::sync::mpsc::channel::<i64>(8);
+    let mut a = keygate.clients().await?;
+    let mut b_client = keygate.clients().await?;
+    let mut c_client = keygate.clients().await?;
+
+    let task_a = tokio::spawn(async move {
+        let mut bad = Vec::new();
+        let mut last_seen = 0i64;
+        for i in 0..ROUNDS {
+            let value = format!("a{i}");
+            let rev = match put(&mut a, "ryw/a", &value).await {
+                Ok(rev) => rev,
+                Err(e) => {
+                    bad.push(format!("A's put {i} failed: {e:#}"));
+                    continue;
+                }
+            };
+            match get(&mut a, "ryw/a", true).await {
+                Ok(resp) => {
+                    let seen = resp.header.as_ref().map_or(0, |h| h.revision);
+                    let kv = resp.kvs.first();
+                    if value_of(&resp).as_deref() != Some(value.as_str())
+                        || kv.map_or(0, |kv| kv.mod_revision) != rev
+                        || seen < rev
+                    {
+                        bad.push(format!(
+                            "read-your-writes: A put {value:?} at revision {rev}, then read \
+                             {:?} (mod revision {}) at header revision {seen}",
+                            value_of(&resp),
+                            kv.map_or(0, |kv| kv.mod_revision)
+                        ));
+                    }
+                    if seen < last_seen {
+                        bad.push(format!(
+                            "monotonic: A read at revision {seen} after {last_seen}"
+                        ));
+                    }
+                    last_seen = last_seen.max(seen);
+                }
+                Err(e) => bad.push(format!("A's serializable get failed: {e:#}")),
+            }
+            if to_b.send((rev, value)).await.is_err() {
+                break;
+            }
+        }
+        bad
+    });
+
+    let task_b = tokio::spawn(async move {
+        let mut bad = Vec::new();
+        let mut last_seen = 0i64;
+        while let Some((rev, value)) = from_a.recv().await {
+            match get(&mut b_client, "ryw/a", true).await {
+                Ok(resp) => {
+                    let seen = resp.header.as_ref().map_or(0, |h| h.revision);
+                    let modrev = resp.kvs.first().map_or(0, |kv| kv.mod_revision);
+                    if seen < rev || modrev < rev {
+                        bad.push(format!(
+                            "across clients: A wrote {value:?} at revision {rev} and told B; \
+                             B then read {:?} (mod revision {modrev}) at header revision {seen}",
+                            value_of(&resp)
+                        ));
+                    }
+                    if seen < last_seen {
+                        bad.push(format!(
+                            "monotonic: B read at revision {seen} after {last_seen}"
+                        ));
+                    }
+                    last_seen = last_seen.max(seen);
+                    if to_c.send(seen).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => bad.push(format!("B's serializable get failed: {e:#}")),
+            }
+        }
+        bad
+    });
+
+    let task_c = tokio::spawn(async move {
+        let mut bad = Vec::new();
+        let mut reads = 0usize;
+        while let Some(rev) = from_b.recv().await {
+            // A key nobody writes: only the header's revision tells how fresh the state was.
+            match get(&mut c_client, "ryw/none", true).await {
+                Ok(resp) => {
+                    reads += 1;
+                    let seen = resp.header.as_ref().map_or(0, |h| h.revision);
+                    if seen < rev {
+                        bad.push(format!(
+                            "across clients: B read at revision {rev} and told C; C then read \
+                             at revision {seen}"
+                        ));
+                    }
+                }
+                Err(e) => bad.push(format!("C's serializable get failed: {e:#}")),
+            }
+        }
+        (bad, reads)
+    });
+
+    let mut bad = task_a.await?;
+    bad.extend(task_b.await?);
+    let (c_bad, c_reads) = task_c.await?;
+    bad.extend(c_bad);
+    stop.store(true, Ordering::Relaxed);
+    let mut noise_writes = 0;
+    for t in noisy {
+        noise_writes += t.await?;
+    }
+    let served = Reads::now(&keygate).await?.since(&before);
+    eprintln!(
+        "{ROUNDS} rounds, C read {c_reads} times, {noise_writes} other writes; mirror served \
+         {} serializable reads, {} reads forwarded; {} violations",
+        served.mirror_serializable,
+        served.upstream,
+        bad.len()
+    );
+    ensure!(
+        bad.is_empty(),
+        "{} violations, the first ones:\n{}",
+        bad.len(),
+        bad.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+    ensure!(c_reads == ROUNDS, "C read {c_reads} times, not {ROUNDS}");
+    ensure!(
+        served.mirror_serializable >= 0.8 * (3 * ROUNDS) as f64,
+        "the mirror served only {served:?} of {} serializable reads\n{}",
+        3 * ROUNDS,
+        mirror_common::forwarded_reasons(&keygate).await?
+    );
+    Ok(())
+}
