@@ -1,4 +1,6 @@
-//! Compiles the etcd .proto files with protox (no system protoc) into tonic code.
+//! Compiles the etcd .proto files with protox (no system protoc) into tonic code, and into
+//! proto3-JSON serde impls (pbjson) for the HTTP/JSON gateway. The JSON keeps the original
+//! proto field names ("create_revision", "ID", "TTL"), as etcd's grpc-gateway emits them.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -16,10 +18,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["etcd"])?;
+    let descriptors = prost::Message::encode_to_vec(&fds);
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .bytes(".")
         .compile_fds(fds)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .preserve_proto_field_names()
+        // etcd's gateway ignores fields it does not know.
+        .ignore_unknown_fields()
+        .build(&[
+            ".mvccpb",
+            ".authpb",
+            ".etcdserverpb",
+            ".v3lockpb",
+            ".v3electionpb",
+        ])?;
     Ok(())
 }

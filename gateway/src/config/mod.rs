@@ -42,6 +42,8 @@ pub struct Config {
     pub mirror: MirrorConfig,
     /// Watches served from the mirror's event stream.
     pub watch: WatchConfig,
+    /// Lease keep-alive coalescing.
+    pub lease: LeaseConfig,
     /// Logging.
     pub log: LogConfig,
     /// Who callers are: bearer tokens, anonymous access.
@@ -68,6 +70,8 @@ pub struct ServerConfig {
     pub ready_file: Option<String>,
     /// Serve /debug/* endpoints (e.g. /debug/identity, which echoes the caller's identity).
     pub debug_endpoints: bool,
+    /// Forward etcd's v2 API (/v2/keys, /v2/members, /v2/stats) to the members; off answers 404.
+    pub v2_enabled: bool,
     /// TLS on the client port.
     pub tls: ServerTlsConfig,
 }
@@ -83,6 +87,7 @@ impl Default for ServerConfig {
             drain_timeout_ms: 10_000,
             ready_file: None,
             debug_endpoints: false,
+            v2_enabled: true,
             tls: ServerTlsConfig::default(),
         }
     }
@@ -183,6 +188,23 @@ impl Default for WatchConfig {
     fn default() -> Self {
         Self {
             progress_notify_interval_ms: 600_000,
+        }
+    }
+}
+
+/// Lease keep-alive coalescing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// A keep-alive for a lease refreshed upstream less than this long ago is answered from
+    /// that refresh (with its TTL counted down); 0 sends every keep-alive stream upstream as is.
+    pub coalesce_window_ms: u64,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            coalesce_window_ms: 1000,
         }
     }
 }

@@ -1,7 +1,11 @@
-//! Splits each HTTP request on the client port: gRPC goes to the etcd services, everything else
-//! to the HTTP endpoints. Also puts tonic's own errors into the words etcd's clients expect.
+//! Splits each HTTP request on the client port: gRPC goes to the etcd services, /v3 JSON to the
+//! gateway (which calls the same services), /v2 to the members, everything else to the HTTP
+//! endpoints. Also puts tonic's own errors into the words etcd's clients expect.
 
 use super::http::HttpEndpoints;
+use super::json::{self, JsonGateway};
+use super::v2::{self, V2Proxy};
+use crate::config::ServerConfig;
 use crate::errors;
 use crate::identity::ConnectionInfo;
 use crate::pipeline::Gateway;
@@ -16,14 +20,22 @@ use tower::ServiceExt;
 #[derive(Clone)]
 pub struct Dispatch {
     grpc: Option<Routes>,
+    /// The JSON gateway and v2 forwarding; not on the metrics port.
+    json: Option<Arc<JsonGateway>>,
+    v2: Option<V2Proxy>,
     http: HttpEndpoints,
 }
 
 impl Dispatch {
-    pub fn new(gw: Arc<Gateway>, routes: Routes, debug_endpoints: bool) -> Dispatch {
+    pub fn new(gw: Arc<Gateway>, routes: Routes, config: &ServerConfig) -> Dispatch {
         Dispatch {
             grpc: Some(routes),
-            http: HttpEndpoints::new(gw, debug_endpoints),
+            json: Some(Arc::new(JsonGateway::new(
+                &gw,
+                config.max_recv_message_bytes(),
+            ))),
+            v2: Some(V2Proxy::new(gw.clone(), config.v2_enabled)),
+            http: HttpEndpoints::new(gw, config.debug_endpoints),
         }
     }
 
@@ -31,6 +43,8 @@ impl Dispatch {
     pub fn http_only(&self) -> Dispatch {
         Dispatch {
             grpc: None,
+            json: None,
+            v2: None,
             http: self.http.clone(),
         }
     }
@@ -63,7 +77,16 @@ impl Dispatch {
                     Err(never) => match never {},
                 }
             }
-            _ => self.http.handle(req).await,
+            _ => {
+                let path = req.uri().path();
+                if let (Some(gateway), true) = (&self.json, json::serves(path)) {
+                    return gateway.handle(req).await;
+                }
+                if let (Some(proxy), true) = (&self.v2, v2::serves(path)) {
+                    return proxy.handle(req).await;
+                }
+                self.http.handle(req).await
+            }
         }
     }
 }

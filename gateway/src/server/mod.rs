@@ -4,7 +4,9 @@
 mod dispatch;
 mod grpc;
 mod http;
+mod json;
 mod upstream_http;
+mod v2;
 
 use crate::config::Config;
 use crate::identity::ConnectionInfo;
@@ -52,7 +54,7 @@ impl Server {
         Ok(Server {
             listener,
             metrics_listener,
-            dispatch: Dispatch::new(gw, routes, config.server.debug_endpoints),
+            dispatch: Dispatch::new(gw, routes, &config.server),
             config: config.clone(),
             tls,
             metrics,

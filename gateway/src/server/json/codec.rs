@@ -35,26 +35,27 @@ pub fn http_status(code: Code) -> StatusCode {
 
 /// A unary error as etcd's gateway answers it.
 pub fn error_response(status: &Status) -> Response<Body> {
-    let body = serde_json::json!({
-        "error": status.message(),
-        "code": i32::from(status.code()),
-        "message": status.message(),
-    });
-    json_response(http_status(status.code()), body.to_string().into())
+    let message = quoted(status.message());
+    let code = i32::from(status.code());
+    let body = format!(r#"{{"error":{message},"code":{code},"message":{message}}}"#);
+    json_response(http_status(status.code()), body.into())
 }
 
 /// One error inside a response stream, as grpc-gateway v1 frames it.
 pub fn stream_error(status: &Status) -> Bytes {
     let http = http_status(status.code());
-    let body = serde_json::json!({ "error": {
-        "grpc_code": i32::from(status.code()),
-        "http_code": http.as_u16(),
-        "message": status.message(),
-        "http_status": http.canonical_reason().unwrap_or_default(),
-    }});
-    let mut out = body.to_string().into_bytes();
-    out.push(b'\n');
-    out.into()
+    let body = format!(
+        "{{\"error\":{{\"grpc_code\":{},\"http_code\":{},\"message\":{},\"http_status\":{}}}}}\n",
+        i32::from(status.code()),
+        http.as_u16(),
+        quoted(status.message()),
+        quoted(http.canonical_reason().unwrap_or_default()),
+    );
+    body.into()
+}
+
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""))
 }
 
 /// One message of a response stream: `{"result":...}` and a newline.
@@ -119,7 +120,10 @@ pub fn plain_error(status: StatusCode) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     cors(h);
     resp
 }
@@ -137,7 +141,33 @@ pub fn from_value<T: DeserializeOwned + Default>(value: Value) -> Result<T, Stat
         }
     }
     check_base64(&value)?;
-    serde_json::from_value(value).map_err(|e| Status::invalid_argument(e.to_string()))
+    serde_json::from_value(value).map_err(|e| Status::invalid_argument(go_type_error(&e)))
+}
+
+/// serde's "invalid type: string \"x\", expected a boolean" in encoding/json's words.
+fn go_type_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let Some((found, expected)) = text
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split_once(", expected "))
+    else {
+        return text;
+    };
+    let found = match found.split(' ').next() {
+        Some("string") => "string",
+        Some("integer" | "floating") => "number",
+        Some("boolean") => "bool",
+        Some("map") => "object",
+        Some("sequence") => "array",
+        _ => return text,
+    };
+    let expected = match expected {
+        "a boolean" => "bool",
+        "a base64 string" => "[]uint8",
+        "a string" => "string",
+        _ => return text,
+    };
+    format!("json: cannot unmarshal {found} into Go value of type {expected}")
 }
 
 /// The first JSON value of a unary body; an empty body is an empty request.
@@ -180,10 +210,8 @@ fn go_kind(v: &Value) -> &'static str {
 }
 
 /// pbjson also accepts unpadded and URL-safe base64, which etcd (Go's StdEncoding) refuses.
-/// Only bytes fields carry such strings in etcd's API, and no string field of a request can
-/// look like one that is not (names, passwords and versions are compared as given), so a
-/// string that Go's decoder would refuse is refused wherever it appears outside of keys that
-/// are plain strings in every etcd request.
+/// The fields named like etcd's bytes fields (key, range_end, value) are held to Go's rules;
+/// `name` is bytes in lock/election but a string in auth requests, so it keeps pbjson's.
 fn check_base64(value: &Value) -> Result<(), Status> {
     match value {
         Value::Object(map) => {
@@ -208,10 +236,7 @@ fn check_base64(value: &Value) -> Result<(), Status> {
 
 /// The fields that are `bytes` in etcd's request messages (under either JSON name).
 fn is_bytes_field(name: &str) -> bool {
-    matches!(
-        name,
-        "key" | "range_end" | "rangeEnd" | "value" | "leader" | "lock_name"
-    )
+    matches!(name, "key" | "range_end" | "rangeEnd" | "value")
 }
 
 /// Where Go's `base64.StdEncoding` stops on `s`, or None when it decodes.
@@ -261,8 +286,17 @@ mod tests {
 
     #[test]
     fn statuses_as_grpc_gateway_maps_them() {
-        assert_eq!(http_status(Code::FailedPrecondition), StatusCode::BAD_REQUEST);
-        assert_eq!(http_status(Code::ResourceExhausted), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(http_status(Code::Unknown), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            http_status(Code::FailedPrecondition),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            http_status(Code::ResourceExhausted),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            http_status(Code::Unknown),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }
