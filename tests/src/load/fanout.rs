@@ -57,7 +57,11 @@ pub async fn open_stream(
     start_revision: i64,
     count: usize,
     timeout: Duration,
-) -> Result<(mpsc::Sender<WatchRequest>, Streaming<WatchResponse>, Vec<i64>)> {
+) -> Result<(
+    mpsc::Sender<WatchRequest>,
+    Streaming<WatchResponse>,
+    Vec<i64>,
+)> {
     let (tx, rx) = mpsc::channel(count + 4);
     for _ in 0..count {
         tx.send(WatchRequest {
@@ -80,7 +84,10 @@ pub async fn open_stream(
     let deadline = tokio::time::Instant::now() + timeout;
     while ids.len() < count {
         let resp = match tokio::time::timeout_at(deadline, stream.message()).await {
-            Err(_) => bail!("only {} of {count} watchers created in {timeout:?}", ids.len()),
+            Err(_) => bail!(
+                "only {} of {count} watchers created in {timeout:?}",
+                ids.len()
+            ),
             Ok(Ok(Some(r))) => r,
             Ok(Ok(None)) => bail!("watch stream ended while creating watchers"),
             Ok(Err(s)) => bail!("watch stream failed while creating: {s}"),
@@ -105,8 +112,10 @@ pub async fn read_stream(
     mut total: signal::Receiver<u64>,
     mut stop: signal::Receiver<bool>,
 ) -> StreamResult {
-    let mut watchers: HashMap<i64, Watcher> =
-        ids.iter().map(|&id| (id, Watcher { next_seq: 0 })).collect();
+    let mut watchers: HashMap<i64, Watcher> = ids
+        .iter()
+        .map(|&id| (id, Watcher { next_seq: 0 }))
+        .collect();
     let mut r = StreamResult {
         hist: new_hist(),
         events: 0,

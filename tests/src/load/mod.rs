@@ -227,7 +227,10 @@ async fn run(opts: Options) -> Result<()> {
     let started = now_utc();
     let ticks = cpu::clock_ticks();
     let machine = cpu::machine_info();
-    eprintln!("loadgen: {machine}; starting {} etcd member(s)", opts.members);
+    eprintln!(
+        "loadgen: {machine}; starting {} etcd member(s)",
+        opts.members
+    );
 
     let cluster = EtcdCluster::start(opts.members)
         .await
@@ -247,7 +250,9 @@ async fn run(opts: Options) -> Result<()> {
     let data = Arc::new(Data::new(opts.keys, opts.list_keys, opts.value_size));
     let direct = connect(&urls[0]).await?;
     let mut direct_kv = KvClient::new(direct.clone());
-    preload(&mut direct_kv, &data).await.context("preloading keys")?;
+    preload(&mut direct_kv, &data)
+        .await
+        .context("preloading keys")?;
     eprintln!(
         "loadgen: preloaded {} keys and {} LIST keys of {} bytes",
         opts.keys, opts.list_keys, opts.value_size
@@ -435,7 +440,13 @@ impl CpuSample {
     }
 }
 
-async fn run_closed(target: &Target, op: Op, opts: &Options, data: &Arc<Data>, ticks: f64) -> Result<Measure> {
+async fn run_closed(
+    target: &Target,
+    op: Op,
+    opts: &Options,
+    data: &Arc<Data>,
+    ticks: f64,
+) -> Result<Measure> {
     let channels = connect_all(target, opts.conns).await?;
     let phase = Arc::new(AtomicU8::new(workload::WARMUP));
     let mut tasks = Vec::with_capacity(opts.clients);
@@ -455,7 +466,8 @@ async fn run_closed(target: &Target, op: Op, opts: &Options, data: &Arc<Data>, t
     if op == Op::Mixed && opts.mixed_watchers > 0 {
         let streams = opts.mixed_watchers.min(opts.conns).max(1);
         for s in 0..streams {
-            let count = opts.mixed_watchers / streams + usize::from(s < opts.mixed_watchers % streams);
+            let count =
+                opts.mixed_watchers / streams + usize::from(s < opts.mixed_watchers % streams);
             let (tx, mut stream, _) = fanout::open_stream(
                 channels[s % channels.len()].clone(),
                 Bytes::from_static(KEY_PREFIX.as_bytes()),
@@ -509,7 +521,10 @@ async fn run_closed(target: &Target, op: Op, opts: &Options, data: &Arc<Data>, t
         let _ = t.await;
     }
     if op == Op::Mixed && opts.mixed_watchers > 0 {
-        m.notes = format!("{} watch events delivered to {} watchers", events, opts.mixed_watchers);
+        m.notes = format!(
+            "{} watch events delivered to {} watchers",
+            events, opts.mixed_watchers
+        );
     }
     Ok(m)
 }
@@ -562,7 +577,14 @@ async fn run_watch(
     let readers: Vec<_> = open_streams
         .into_iter()
         .map(|(tx, stream, ids)| {
-            tokio::spawn(fanout::read_stream(tx, stream, ids, epoch, total_rx.clone(), stop_rx.clone()))
+            tokio::spawn(fanout::read_stream(
+                tx,
+                stream,
+                ids,
+                epoch,
+                total_rx.clone(),
+                stop_rx.clone(),
+            ))
         })
         .collect();
 
@@ -647,7 +669,12 @@ async fn run_watch(
 fn etcd_version() -> String {
     crate::bins::etcd_tool("etcd")
         .ok()
-        .and_then(|etcd| std::process::Command::new(etcd).arg("--version").output().ok())
+        .and_then(|etcd| {
+            std::process::Command::new(etcd)
+                .arg("--version")
+                .output()
+                .ok()
+        })
         .and_then(|o| {
             String::from_utf8_lossy(&o.stdout)
                 .lines()

@@ -329,7 +329,10 @@ fn find<'a>(reports: &'a [ModeReport], mode: &str) -> Option<&'a ModeReport> {
 /// The targets of issues 2, 6 and 7 next to this run's figures.
 pub fn targets_table(reports: &[ModeReport]) -> Vec<TargetRow> {
     let mut rows = Vec::new();
-    let fmt_ratio = |r: Option<f64>| r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "not measured".into());
+    let fmt_ratio = |r: Option<f64>| {
+        r.map(|r| format!("{r:.2}×"))
+            .unwrap_or_else(|| "not measured".into())
+    };
     // Throughput ratio vs etcd of `target` in `mode`.
     let ratio = |mode: &str, target: &str| -> Option<f64> {
         let r = find(reports, mode)?;
@@ -359,7 +362,10 @@ pub fn targets_table(reports: &[ModeReport]) -> Vec<TargetRow> {
             issue: "#2",
             what: format!("{mode}: throughput"),
             goal: "≥ 0.80× etcd".into(),
-            proxy: format!("{} (issue: {issue_ref})", fmt_ratio(ratio(mode, "grpc-proxy"))),
+            proxy: format!(
+                "{} (issue: {issue_ref})",
+                fmt_ratio(ratio(mode, "grpc-proxy"))
+            ),
             keygate: fmt_ratio(k),
             status: status(k, &|v| v >= 0.8),
         });
@@ -371,19 +377,31 @@ pub fn targets_table(reports: &[ModeReport]) -> Vec<TargetRow> {
             proxy: added_p50(mode, "grpc-proxy")
                 .map(|v| format!("{v:+.0} µs"))
                 .unwrap_or_else(|| "not measured".into()),
-            keygate: d.map(|v| format!("{v:+.0} µs")).unwrap_or_else(|| "not measured".into()),
+            keygate: d
+                .map(|v| format!("{v:+.0} µs"))
+                .unwrap_or_else(|| "not measured".into()),
             status: status(d, &|v| v <= 150.0),
         });
     }
     let cpu_fmt = |mode: &str, t: &str| {
-        cpu_ratio(mode, t).map(|v| format!("{v:.2}×")).unwrap_or_else(|| "not measured".into())
+        cpu_ratio(mode, t)
+            .map(|v| format!("{v:.2}×"))
+            .unwrap_or_else(|| "not measured".into())
     };
     rows.push(TargetRow {
         issue: "#2",
         what: "put / get-linearizable: server CPU per op".into(),
         goal: "reported (no bound)".into(),
-        proxy: format!("{} / {}", cpu_fmt("put", "grpc-proxy"), cpu_fmt("get-linearizable", "grpc-proxy")),
-        keygate: format!("{} / {}", cpu_fmt("put", "keygate"), cpu_fmt("get-linearizable", "keygate")),
+        proxy: format!(
+            "{} / {}",
+            cpu_fmt("put", "grpc-proxy"),
+            cpu_fmt("get-linearizable", "grpc-proxy")
+        ),
+        keygate: format!(
+            "{} / {}",
+            cpu_fmt("put", "keygate"),
+            cpu_fmt("get-linearizable", "keygate")
+        ),
         status: "-".into(),
     });
     for (mode, goal, issue_ref) in [
@@ -397,7 +415,10 @@ pub fn targets_table(reports: &[ModeReport]) -> Vec<TargetRow> {
             issue: "#6",
             what: format!("{mode}: throughput"),
             goal: format!("≥ {goal:.0}× etcd"),
-            proxy: format!("{} (issue: {issue_ref})", fmt_ratio(ratio(mode, "grpc-proxy"))),
+            proxy: format!(
+                "{} (issue: {issue_ref})",
+                fmt_ratio(ratio(mode, "grpc-proxy"))
+            ),
             keygate: fmt_ratio(k),
             status: status(k, &|v| v >= goal),
         });
@@ -525,7 +546,10 @@ pub fn markdown(info: &RunInfo, reports: &[ModeReport], targets: &[TargetRow]) -
         "- server CPU µs/op = utime+stime of every server process of the target (etcd members, plus grpc-proxy or keygate) over the measured window, divided by operations; \"of which proxy\" = the grpc-proxy or keygate process alone; client CPU % = the load generator's own CPU; machine busy % = all CPUs, 100 = every core busy\n"
     );
     let _ = writeln!(out, "### Targets from the issues\n");
-    let _ = writeln!(out, "| issue | what | target | grpc-proxy (this run) | keygate (this run) | status |");
+    let _ = writeln!(
+        out,
+        "| issue | what | target | grpc-proxy (this run) | keygate (this run) | status |"
+    );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     for r in targets {
         let _ = writeln!(
@@ -548,7 +572,12 @@ pub fn write_markdown(path: &Path, section: &str) -> Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let new = match (old.find(BEGIN), old.find(END)) {
         (Some(b), Some(e)) if e > b => {
-            format!("{}{}{}", &old[..b], section.trim_end(), &old[e + END.len()..])
+            format!(
+                "{}{}{}",
+                &old[..b],
+                section.trim_end(),
+                &old[e + END.len()..]
+            )
         }
         _ if old.is_empty() => format!("# keygate benchmarks\n\n{section}"),
         _ => format!("{}\n\n{section}", old.trim_end()),

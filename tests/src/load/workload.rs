@@ -123,7 +123,11 @@ pub async fn client_task(
     };
     let n = data.keys.len();
     // Mixed mode's compare-and-swap needs the last mod_revision it saw per key.
-    let mut revs: Vec<i64> = if op == Op::Mixed { vec![0; n] } else { Vec::new() };
+    let mut revs: Vec<i64> = if op == Op::Mixed {
+        vec![0; n]
+    } else {
+        Vec::new()
+    };
     loop {
         let p = phase.load(Ordering::Relaxed);
         if p == STOP {
