@@ -5,6 +5,7 @@
 pub mod config;
 pub mod errors;
 pub mod identity;
+pub mod lease;
 pub mod method;
 pub mod metrics;
 pub mod mirror;
@@ -50,6 +51,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.server.max_request_bytes,
         )
     });
+    let leases = (config.lease.coalesce_window_ms > 0).then(|| {
+        let window = std::time::Duration::from_millis(config.lease.coalesce_window_ms);
+        let counter = metrics.watch.lease_keepalives.clone();
+        lease::LeaseHub::new(
+            pool.clone(),
+            window,
+            counter,
+            metrics.grpc.clone(),
+            shutdown.clone(),
+        )
+    });
     let gw = Arc::new(pipeline::Gateway {
         pool: pool.clone(),
         metrics,
@@ -57,6 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         seen,
         mirror: mirror.clone(),
         hub,
+        leases,
         identity: identity::Identifier::new(&config.identity, identity_metrics),
     });
 

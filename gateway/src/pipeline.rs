@@ -6,6 +6,7 @@
 
 use crate::errors::{self, GatewayError};
 use crate::identity::{ConnectionInfo, Identifier};
+use crate::lease::LeaseHub;
 use crate::method::{self, Method};
 use crate::metrics::{Metrics, RpcTimer};
 use crate::mirror::{Declined, Mirror};
@@ -15,7 +16,9 @@ use crate::upstream::{Member, Pool};
 use crate::watch::Hub;
 use futures::stream::{BoxStream, StreamExt};
 use keygate_proto::etcdserverpb::{kv_client::KvClient, RangeRequest, RangeResponse};
-use keygate_proto::etcdserverpb::{WatchRequest, WatchResponse};
+use keygate_proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, WatchRequest, WatchResponse,
+};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -41,6 +44,8 @@ pub struct Gateway {
     pub mirror: Option<Mirror>,
     /// Serves watches from the mirror's event stream.
     pub hub: Option<Hub>,
+    /// Shares upstream lease keep-alives.
+    pub leases: Option<LeaseHub>,
     /// Works out who each caller is.
     pub identity: Identifier,
 }
@@ -155,6 +160,27 @@ impl Gateway {
             }
             _ => {
                 self.bidi_stream(&method::WATCH, request, open_upstream)
+                    .await
+            }
+        }
+    }
+
+    /// LeaseKeepAlive: through the shared upstream keep-alive stream, else a stream of its own.
+    pub async fn lease_keep_alive(
+        self: &Arc<Self>,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+        open_upstream: impl FnOnce(
+            Channel,
+            Request<ClientStream<LeaseKeepAliveRequest>>,
+        ) -> Upstream<LeaseKeepAliveResponse>,
+    ) -> Result<Response<RpcStream<LeaseKeepAliveResponse>>, Status> {
+        match &self.leases {
+            Some(leases) if !carries_credentials(&request) => {
+                let timer = self.metrics.grpc.start(&method::LEASE_KEEP_ALIVE);
+                Ok(Response::new(leases.serve(request.into_inner(), timer)))
+            }
+            _ => {
+                self.bidi_stream(&method::LEASE_KEEP_ALIVE, request, open_upstream)
                     .await
             }
         }

@@ -1,6 +1,6 @@
 //! keygate_watch_*: downstream watchers served by the hub, and what they cost upstream.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct WatchMetrics {
@@ -11,6 +11,8 @@ pub struct WatchMetrics {
     pub events_sent: IntCounter,
     pub canceled_lagging: IntCounter,
     pub progress_sent: IntCounter,
+    /// Lease keep-alives answered, by who answered (upstream, or coalesced from a recent refresh).
+    pub lease_keepalives: IntCounterVec,
 }
 
 impl WatchMetrics {
@@ -38,6 +40,12 @@ impl WatchMetrics {
                 "Watchers canceled with compact_revision because they fell behind the event window.",
             )?,
             progress_sent: counter("keygate_watch_progress_sent_total", "Progress notifications sent.")?,
+            lease_keepalives: {
+                let opts = Opts::new("keygate_lease_keepalives_total", "Lease keep-alives answered, by who answered.");
+                let c = IntCounterVec::new(opts, &["served_by"])?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
         })
     }
 }

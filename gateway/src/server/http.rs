@@ -28,6 +28,14 @@ impl HttpEndpoints {
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let known = matches!(
+            req.uri().path(),
+            "/health" | "/version" | "/livez" | "/readyz" | "/metrics" | "/debug/identity"
+        );
+        // Like Go's mux: an unknown path is 404 whatever the method.
+        if !known {
+            return text(StatusCode::NOT_FOUND, "404 page not found\n");
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
         }

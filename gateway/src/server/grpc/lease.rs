@@ -30,15 +30,16 @@ impl Lease for LeaseService {
         &self,
         r: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        if let Some(leases) = &self.0.leases {
+            leases.forget(r.get_ref().id);
+        }
         unary!(self.0, method::LEASE_REVOKE, r, LeaseClient::lease_revoke)
     }
     async fn lease_keep_alive(
         &self,
         r: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        self.0
-            .bidi_stream(&method::LEASE_KEEP_ALIVE, r, open_keep_alive)
-            .await
+        self.0.lease_keep_alive(r, open_keep_alive).await
     }
     async fn lease_time_to_live(
         &self,

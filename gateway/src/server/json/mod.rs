@@ -137,7 +137,11 @@ impl Call {
         let mut values = stream::JsonValues::new(self.body, self.max_recv.saturating_mul(4));
         let first = match values.next::<T>().await {
             Some(Ok(first)) => Some(first),
-            Some(Err(status)) => return Err(codec::error_response(&status)),
+            // grpc-gateway returns a stream's decoding error unwrapped: gRPC's UNKNOWN.
+            Some(Err(status)) => {
+                let status = Status::unknown(status.message());
+                return Err(codec::error_response(&status));
+            }
             None => None,
         };
         let messages = stream::client_stream(first, values, self.max_recv);
