@@ -44,6 +44,8 @@ pub struct EtcdCluster {
     tls: Option<EtcdTls>,
     initial_cluster: String,
     token: String,
+    /// Flags added to every member's command line (`start_with_flags`).
+    extra_flags: Vec<String>,
     // Dropped after `Drop::drop` killed the members, so their files are closed first.
     dir: TempDir,
 }
@@ -60,14 +62,28 @@ impl EtcdCluster {
         Self::start_with(members, Some(tls)).await
     }
 
+    /// Like `start`, with extra etcd flags on every member (e.g. `--enable-v2`).
+    pub async fn start_with_flags(members: usize, flags: &[&str]) -> Result<Self> {
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        Self::start_inner(members, None, flags).await
+    }
+
     async fn start_with(members: usize, tls: Option<EtcdTls>) -> Result<Self> {
+        Self::start_inner(members, tls, Vec::new()).await
+    }
+
+    async fn start_inner(
+        members: usize,
+        tls: Option<EtcdTls>,
+        extra_flags: Vec<String>,
+    ) -> Result<Self> {
         if members == 0 {
             bail!("an etcd cluster needs at least one member");
         }
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(members, tls.clone()).await {
+            match Self::try_start(members, tls.clone(), extra_flags.clone()).await {
                 Ok(cluster) => return Ok(cluster),
                 Err((e, port_clash)) if port_clash && attempt < PORT_RETRIES => {
                     eprintln!("etcd start attempt {attempt} hit a port clash, retrying: {e:#}");
@@ -80,6 +96,7 @@ impl EtcdCluster {
     async fn try_start(
         n: usize,
         tls: Option<EtcdTls>,
+        extra_flags: Vec<String>,
     ) -> std::result::Result<Self, (anyhow::Error, bool)> {
         let dir = tempfile::Builder::new()
             .prefix("keygate-etcd-")
@@ -111,6 +128,7 @@ impl EtcdCluster {
             tls,
             initial_cluster,
             token,
+            extra_flags,
             dir,
         };
         for i in 0..n {
@@ -166,6 +184,7 @@ impl EtcdCluster {
             // Loopback is fast: short timings make elections and restarts quick.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .arg("--unsafe-no-fsync")
+            .args(&self.extra_flags)
             .args(["--logger", "zap", "--log-outputs", "stderr"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

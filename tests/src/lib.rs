@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod etcdctl;
 pub mod grpc_diff;
 pub mod http;
+pub mod json_http;
 pub mod keygate;
 pub mod linearizability;
 pub mod load;
