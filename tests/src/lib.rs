@@ -19,6 +19,7 @@ pub mod process;
 pub mod raw_grpc;
 pub mod tls_client;
 pub mod watch;
+pub mod watch_record;
 
 pub use clients::Clients;
 pub use diff::DiffPair;

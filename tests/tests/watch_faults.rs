@@ -1,0 +1,551 @@
+//! The watch hub under faults:
+//! - a stream that stops reading while thousands of puts happen (keygate's event window cut to
+//!   100 revisions): the 100 watchers of another stream get every event promptly, keygate's
+//!   memory stays bounded, and once the slow stream reads again each of its watchers got an
+//!   unbroken prefix of its events, then (having fallen off the window) a cancel with
+//!   compact_revision — never a gap;
+//! - the member the mirror watches (the leader) is SIGKILLed under a write load: watchers
+//!   through keygate see exactly etcd's history — every acknowledged write, no gap, no
+//!   duplicate.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use bytes::Bytes;
+use keygate_proto::etcdserverpb::{PutRequest, StatusRequest, WatchCreateRequest, WatchResponse};
+use keygate_proto::mvccpb::Event;
+use keygate_tests::process::poll_until;
+use keygate_tests::watch::{prefix_watch, WatchStream};
+use keygate_tests::watch_record::{metric, metric_sum, rss_kib, scrape, Recorded};
+use keygate_tests::{Clients, EtcdCluster, Keygate};
+use tonic::transport::Endpoint;
+
+const T: Duration = Duration::from_secs(20);
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+async fn put(c: &mut Clients, key: String, value: Bytes) -> Result<i64> {
+    let req = PutRequest {
+        key: Bytes::from(key),
+        value,
+        ..Default::default()
+    };
+    let resp = tokio::time::timeout(Duration::from_secs(3), c.kv.put(req))
+        .await
+        .context("put timed out")??;
+    Ok(resp.into_inner().header.map_or(0, |h| h.revision))
+}
+
+async fn wait_serving(keygate: &Keygate) -> Result<()> {
+    poll_until(T, "keygate_mirror_serving 1", || async {
+        Ok(metric(keygate.addr(), "keygate_mirror_serving").await? == 1.0)
+    })
+    .await
+}
+
+fn revs(events: &[Event]) -> Vec<i64> {
+    events
+        .iter()
+        .filter_map(|e| e.kv.as_ref().map(|kv| kv.mod_revision))
+        .collect()
+}
+
+const FAST_WATCHERS: usize = 100;
+const SLOW_BIG_WATCHERS: usize = 30;
+const ROUNDS: usize = 2000;
+const WRITERS: usize = 4;
+const BIG_VALUE: usize = 8 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_stops_reading_delays_no_one_and_is_canceled_not_gapped() -> Result<()> {
+    let cluster = EtcdCluster::start(1).await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(&config, "[mirror]\nwindow_revisions = 100\n")?;
+    let config = config.to_string_lossy().into_owned();
+    let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;
+    wait_serving(&keygate).await?;
+    let pid = keygate.pid().context("keygate not running")?;
+    let via = keygate.clients().await?;
+
+    // 100 watchers of every load/ key on one stream.
+    let fast = Recorded::open(via.channel.clone());
+    for _ in 0..FAST_WATCHERS {
+        fast.create(prefix_watch("load/", 0))?;
+    }
+    fast.wait_for("100 created", T, |r| {
+        r.iter().filter(|r| r.created).count() == FAST_WATCHERS
+    })
+    .await?;
+
+    // The slow stream: its own connection with small HTTP/2 windows, so not reading stalls
+    // keygate's sends quickly. 30 watchers of big values and one of load/.
+    let slow_channel = Endpoint::from_shared(keygate.endpoint())?
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect()
+        .await?;
+    let slow_clients = Clients::from_channel(slow_channel);
+    let mut slow = WatchStream::open(&slow_clients, prefix_watch("load/", 0)).await?;
+    for _ in 0..SLOW_BIG_WATCHERS {
+        slow.create(prefix_watch("big/", 0)).await?;
+    }
+    let mut slow_start = Vec::new();
+    for _ in 0..=SLOW_BIG_WATCHERS {
+        let r = slow.next(T).await?;
+        ensure!(r.created && !r.canceled, "slow stream create: {r:?}");
+        slow_start.push((r.watch_id, r.header.map_or(0, |h| h.revision) + 1));
+    }
+    let rss_before = rss_kib(pid)?;
+
+    // Writers: small puts to load/ (whose acknowledgement instants give the latency), large
+    // ones to big/.
+    let acks: Arc<Mutex<Vec<(i64, Instant)>>> = Arc::default();
+    let big_revs: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let rss_max = Arc::new(Mutex::new(rss_before));
+    let sampler = {
+        let (stop, rss_max) = (stop.clone(), rss_max.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let (Ok(rss), Ok(mut max)) = (rss_kib(pid), rss_max.lock()) {
+                    *max = (*max).max(rss);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let mut c = keygate.clients().await?;
+        let (acks, big_revs) = (acks.clone(), big_revs.clone());
+        writers.push(tokio::spawn(async move {
+            for i in (w..ROUNDS).step_by(WRITERS) {
+                let rev = put(&mut c, format!("load/{:02}", i % 50), b("small")).await?;
+                if let Ok(mut a) = acks.lock() {
+                    a.push((rev, Instant::now()));
+                }
+                let rev = put(
+                    &mut c,
+                    format!("big/{:02}", i % 20),
+                    Bytes::from(vec![b'x'; BIG_VALUE]),
+                )
+                .await?;
+                if let Ok(mut r) = big_revs.lock() {
+                    r.push(rev);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for w in writers {
+        w.await??;
+    }
+    let write_time = started.elapsed();
+    let mut acks = acks.lock().map(|a| a.clone()).unwrap_or_default();
+    acks.sort();
+    let mut big_revs = big_revs.lock().map(|r| r.clone()).unwrap_or_default();
+    big_revs.sort();
+    let load_revs: Vec<i64> = acks.iter().map(|(r, _)| *r).collect();
+    let ack_at: std::collections::HashMap<i64, Instant> = acks.iter().copied().collect();
+
+    // Every fast watcher gets every load/ event, in order, promptly.
+    let want_events = FAST_WATCHERS * ROUNDS;
+    let fast_resps = fast
+        .wait_for("every event on the fast stream", T, |r| {
+            r.iter().map(|r| r.events.len()).sum::<usize>() >= want_events
+        })
+        .await
+        .with_context(|| format!("keygate log:\n{}", keygate.log_tail(20)))?;
+    stop.store(true, Ordering::Relaxed);
+    sampler.await?;
+    let timed = fast.timed();
+    let mut per_watcher: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    let mut latencies = Vec::new();
+    for (at, r) in &timed {
+        for e in &r.events {
+            let rev = e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+            per_watcher.entry(r.watch_id).or_default().push(rev);
+            if let Some(acked) = ack_at.get(&rev) {
+                latencies.push(at.saturating_duration_since(*acked));
+            }
+        }
+    }
+    ensure!(
+        fast_resps.iter().all(|r| !r.canceled),
+        "a fast watcher was canceled"
+    );
+    ensure!(per_watcher.len() == FAST_WATCHERS);
+    for (id, got) in &per_watcher {
+        ensure!(
+            *got == load_revs,
+            "fast watcher {id}: {} events, {} written; first difference at {:?}",
+            got.len(),
+            load_revs.len(),
+            got.iter().zip(&load_revs).position(|(a, b)| a != b)
+        );
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    let max = latencies.last().copied().unwrap_or_default();
+    eprintln!(
+        "{} puts in {write_time:?}; fast stream latency after the put's ack: p99 {p99:?}, max \
+         {max:?}",
+        2 * ROUNDS
+    );
+    ensure!(
+        p99 < Duration::from_secs(1) && max < Duration::from_secs(3),
+        "fast watchers delayed: p99 {p99:?}, max {max:?} after the put was acknowledged"
+    );
+
+    // Memory: the slow stream was owed far more than keygate may hold.
+    let rss_max = *rss_max.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let owed_kib = (SLOW_BIG_WATCHERS * ROUNDS * BIG_VALUE / 1024) as u64;
+    let grew = rss_max.saturating_sub(rss_before);
+    eprintln!("keygate RSS {rss_before} KiB before, max {rss_max} KiB; the slow stream was owed {owed_kib} KiB");
+    ensure!(
+        grew < 128 * 1024 && grew < owed_kib / 4,
+        "keygate's RSS grew by {grew} KiB while a stream that was owed {owed_kib} KiB did not \
+         read"
+    );
+
+    // The slow stream reads again: per watcher an unbroken prefix of its events, then, having
+    // fallen off the 100-revision window, a cancel with compact_revision.
+    let mut got: std::collections::HashMap<i64, Vec<i64>> = Default::default();
+    let mut canceled: std::collections::HashMap<i64, i64> = Default::default();
+    let last_of = |id: i64| {
+        if id == slow_start[0].0 {
+            *load_revs.last().unwrap_or(&0)
+        } else {
+            *big_revs.last().unwrap_or(&0)
+        }
+    };
+    let mut problems = Vec::new();
+    while canceled.len()
+        + slow_start
+            .iter()
+            .filter(|(id, _)| {
+                !canceled.contains_key(id)
+                    && got.get(id).and_then(|g| g.last()).copied() == Some(last_of(*id))
+            })
+            .count()
+        < slow_start.len()
+    {
+        let r: WatchResponse = slow
+            .next(Duration::from_secs(10))
+            .await
+            .with_context(|| format!("reading the slow stream again; canceled {canceled:?}"))?;
+        if canceled.contains_key(&r.watch_id) {
+            problems.push(format!(
+                "watcher {} got a response after its cancel",
+                r.watch_id
+            ));
+        }
+        if r.canceled {
+            if r.compact_revision == 0 {
+                problems.push(format!(
+                    "watcher {} canceled without compact_revision: {:?}",
+                    r.watch_id, r.cancel_reason
+                ));
+            }
+            canceled.insert(r.watch_id, r.compact_revision);
+        }
+        got.entry(r.watch_id).or_default().extend(revs(&r.events));
+    }
+    for (id, start) in &slow_start {
+        let all = if *id == slow_start[0].0 {
+            &load_revs
+        } else {
+            &big_revs
+        };
+        let owed: Vec<i64> = all.iter().copied().filter(|r| r >= start).collect();
+        let mine = got.get(id).cloned().unwrap_or_default();
+        if !owed.starts_with(&mine) {
+            problems.push(format!(
+                "slow watcher {id}: its {} events are not an unbroken prefix of the {} owed \
+                 (first difference at {:?})",
+                mine.len(),
+                owed.len(),
+                mine.iter().zip(&owed).position(|(a, b)| a != b)
+            ));
+        }
+        if let Some(compact) = canceled.get(id) {
+            // Past what it delivered (else it could have gone on), at most the next revision.
+            let newest = load_revs.last().max(big_revs.last()).copied().unwrap_or(0);
+            if *compact <= mine.last().copied().unwrap_or(0) || *compact > newest + 1 {
+                problems.push(format!(
+                    "slow watcher {id}: canceled with compact_revision {compact} after event \
+                     {:?}",
+                    mine.last()
+                ));
+            }
+        }
+    }
+    ensure!(problems.is_empty(), "{problems:#?}");
+    ensure!(
+        !canceled.is_empty(),
+        "no slow watcher was canceled though each fell {} revisions behind a 100-revision window",
+        2 * ROUNDS
+    );
+    let lagging = metric(keygate.addr(), "keygate_watch_canceled_lagging_total").await?;
+    ensure!(
+        lagging >= canceled.len() as f64,
+        "keygate_watch_canceled_lagging_total {lagging}, {} canceled",
+        canceled.len()
+    );
+    eprintln!(
+        "slow stream: {} of {} watchers canceled for lag",
+        canceled.len(),
+        slow_start.len()
+    );
+    Ok(())
+}
+
+/// Which member leads, asked of each running member directly.
+async fn leader(cluster: &EtcdCluster) -> Result<usize> {
+    let mut ids = Vec::new();
+    let mut leader = 0;
+    for i in 0..cluster.len() {
+        let mut c = cluster.clients(i).await?;
+        let s = tokio::time::timeout(
+            Duration::from_secs(2),
+            c.maintenance.status(StatusRequest {}),
+        )
+        .await
+        .context("status timed out")??
+        .into_inner();
+        ids.push(s.header.map_or(0, |h| h.member_id));
+        leader = leader.max(s.leader);
+    }
+    ids.iter()
+        .position(|&id| id != 0 && id == leader)
+        .with_context(|| format!("no leader among {ids:?}"))
+}
+
+/// Members with a watcher open, from each member's own /metrics.
+async fn watched(cluster: &EtcdCluster) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for i in 0..cluster.len() {
+        let body = scrape(&cluster.addr(i)).await?;
+        if metric_sum(&body, "etcd_debugging_mvcc_watcher_total") > 0.0 {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_watched_leader_under_writes_loses_and_repeats_nothing() -> Result<()> {
+    let mut cluster = EtcdCluster::start(3).await?;
+    let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
+    wait_serving(&keygate).await?;
+    let mut via = keygate.clients().await?;
+    let first = put(&mut via, "w/first".into(), b("0")).await?;
+
+    let mut lead = leader(&cluster).await?;
+    let mut members = Vec::new();
+    for _ in 0..100 {
+        lead = leader(&cluster).await?;
+        members = watched(&cluster).await?;
+        if members.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(
+        members == [lead],
+        "the mirror should watch the leader m{lead}; members with watchers: {members:?}"
+    );
+
+    // Watchers through keygate: from now, with prev_kv, and from a revision in the window.
+    let stream = Recorded::open(via.channel.clone());
+    let creates = [
+        prefix_watch("w/", 0),
+        WatchCreateRequest {
+            prev_kv: true,
+            ..prefix_watch("w/", 0)
+        },
+        prefix_watch("w/", first),
+        WatchCreateRequest {
+            prev_kv: true,
+            ..prefix_watch("w/", first)
+        },
+    ];
+    for c in &creates {
+        stream.create(c.clone())?;
+    }
+    let created = stream
+        .wait_for("created", T, |r| {
+            r.iter().filter(|r| r.created).count() == creates.len()
+        })
+        .await?;
+    let start_now = created
+        .first()
+        .map_or(0, |r| r.header.map_or(0, |h| h.revision) + 1);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let mut c = keygate.clients().await?;
+        let (stop, acked) = (stop.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = 0;
+            let mut failed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match put(
+                    &mut c,
+                    format!("w/{w}/{:03}", n % 200),
+                    Bytes::from(n.to_string()),
+                )
+                .await
+                {
+                    Ok(rev) => {
+                        if let Ok(mut a) = acked.lock() {
+                            a.push(rev);
+                        }
+                    }
+                    Err(_) => {
+                        failed += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            failed
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    eprintln!("killing m{lead}, the leader the mirror watches");
+    cluster.kill(lead)?;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failed = 0;
+    for w in writers {
+        failed += w.await?;
+    }
+    let mut end = None;
+    for _ in 0..50 {
+        if let Ok(rev) = put(&mut via, "w/end".into(), b("end")).await {
+            end = Some(rev);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let end = end.context("the final put never succeeded")?;
+    let mut acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
+    acked.sort();
+    eprintln!(
+        "{} writes acknowledged, {failed} failed, end at {end}",
+        acked.len()
+    );
+    ensure!(
+        acked.len() > 50,
+        "too few writes to prove anything: {}",
+        acked.len()
+    );
+
+    let resps = stream
+        .wait_for("every watcher to reach w/end", T, |r| {
+            r.iter()
+                .filter(|r| {
+                    r.events
+                        .iter()
+                        .any(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision == end))
+                })
+                .count()
+                >= creates.len()
+                || r.iter().any(|r| r.canceled)
+        })
+        .await
+        .with_context(|| format!("keygate log:\n{}", keygate.log_tail(30)))?;
+    if let Some(c) = resps.iter().find(|r| r.canceled) {
+        bail!("a watcher was canceled: {c:?}");
+    }
+
+    // etcd's own history, from a survivor.
+    let survivor = (0..3).find(|&i| i != lead).unwrap_or(0);
+    let direct = cluster.clients(survivor).await?;
+    let reference = Recorded::open(direct.channel.clone());
+    reference.create(WatchCreateRequest {
+        prev_kv: true,
+        ..prefix_watch("w/", first)
+    })?;
+    let history: Vec<Event> = reference
+        .wait_for("etcd's history", T, |r| {
+            r.iter().any(|r| {
+                r.events
+                    .iter()
+                    .any(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision == end))
+            })
+        })
+        .await?
+        .into_iter()
+        .flat_map(|r| r.events)
+        .collect();
+
+    let ids: Vec<i64> = resps
+        .iter()
+        .filter(|r| r.created)
+        .map(|r| r.watch_id)
+        .collect();
+    let mut problems = Vec::new();
+    for (create, id) in creates.iter().zip(ids) {
+        let got: Vec<Event> = resps
+            .iter()
+            .filter(|r| r.watch_id == id)
+            .flat_map(|r| r.events.clone())
+            .collect();
+        let start = if create.start_revision > 0 {
+            create.start_revision
+        } else {
+            start_now
+        };
+        let want: Vec<Event> = history
+            .iter()
+            .filter(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= start))
+            .map(|e| {
+                let mut e = e.clone();
+                if !create.prev_kv {
+                    e.prev_kv = None;
+                }
+                e
+            })
+            .collect();
+        let got_revs = revs(&got);
+        let missing: Vec<i64> = acked
+            .iter()
+            .copied()
+            .filter(|r| *r >= start && !got_revs.contains(r))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let dups = got
+            .iter()
+            .filter_map(|e| e.kv.as_ref())
+            .filter(|kv| !seen.insert((kv.mod_revision, kv.key.clone())))
+            .count();
+        if !missing.is_empty() || dups > 0 || got != want {
+            problems.push(format!(
+                "watcher {id} (start {start}, prev_kv {}): {} events, etcd's history has {}; \
+                 {dups} duplicates; acknowledged revisions missing: {:?}; first difference at \
+                 {:?}",
+                create.prev_kv,
+                got.len(),
+                want.len(),
+                &missing[..missing.len().min(10)],
+                got.iter().zip(&want).position(|(a, b)| a != b)
+            ));
+        }
+    }
+    ensure!(
+        problems.is_empty(),
+        "{problems:#?}\nkeygate log:\n{}",
+        keygate.log_tail(30)
+    );
+    Ok(())
+}
