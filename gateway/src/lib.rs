@@ -48,7 +48,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             metrics,
             shutdown.clone(),
             progress,
-            config.server.max_request_bytes,
+            config.server.max_recv_message_bytes(),
         )
     });
     let leases = (config.lease.coalesce_window_ms > 0).then(|| {

@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// mirror.enabled = false: forward every read to etcd.
     #[arg(long, env = "KEYGATE_NO_MIRROR")]
     pub no_mirror: bool,
+    /// server.worker_threads: threads serving requests (0: one per core).
+    #[arg(long, env = "KEYGATE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// log.level: tracing filter.
     #[arg(long, env = "KEYGATE_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -64,6 +67,9 @@ impl ServeArgs {
         }
         if self.ready_file.is_some() {
             config.server.ready_file.clone_from(&self.ready_file);
+        }
+        if let Some(threads) = self.worker_threads {
+            config.server.worker_threads = threads;
         }
         if self.no_mirror {
             config.mirror.enabled = false;

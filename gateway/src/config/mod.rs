@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub drain_timeout_ms: u64,
     /// Write the bound client address to this file once serving (for supervisors and tests).
     pub ready_file: Option<String>,
+    /// Threads serving requests; 0 means one per core.
+    pub worker_threads: usize,
     /// Serve /debug/* endpoints (e.g. /debug/identity, which echoes the caller's identity).
     pub debug_endpoints: bool,
     /// Forward etcd's v2 API (/v2/keys, /v2/members, /v2/stats) to the members; off answers 404.
@@ -86,6 +88,7 @@ impl Default for ServerConfig {
             max_concurrent_streams: u32::MAX,
             drain_timeout_ms: 10_000,
             ready_file: None,
+            worker_threads: 0,
             debug_endpoints: false,
             v2_enabled: true,
             tls: ServerTlsConfig::default(),

@@ -18,7 +18,6 @@ pub async fn run(
     out: mpsc::Sender<(i64, WatchResponse)>,
 ) {
     create.watch_id = 0;
-    let mut created_sent = false;
     loop {
         let member = match pool.pick() {
             Ok(member) => member,
@@ -67,8 +66,12 @@ pub async fn run(
                 // Everything up to the header's revision has been delivered.
                 create.start_revision = create.start_revision.max(revision + 1);
             }
-            if resp.created && std::mem::replace(&mut created_sent, true) {
-                continue;
+            // The stream sent the created response already, in request order.
+            if resp.created {
+                if !resp.canceled {
+                    continue;
+                }
+                resp.created = false;
             }
             let canceled = resp.canceled;
             resp.watch_id = id;

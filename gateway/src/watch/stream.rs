@@ -123,11 +123,6 @@ impl Stream {
         // Never start a watcher at a revision older than one some client has already seen.
         self.hub.mirror.catch_up().await;
         let current = self.hub.mirror.revision();
-        let id = if create.watch_id == 0 {
-            self.free_id()
-        } else {
-            create.watch_id
-        };
         let header = Some(self.hub.mirror.header(current));
         let refused = |reason: &str| WatchResponse {
             header,
@@ -137,25 +132,37 @@ impl Stream {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
-        if self.watchers.contains_key(&id) || self.dedicated.contains_key(&id) {
-            return self.send(refused(DUPLICATE_ID)).await;
-        }
         let next = if create.start_revision > 0 {
             create.start_revision
         } else {
             current + 1
         };
-        let watcher = match Watcher::new(id, &create, next, current) {
+        // As etcd: the range is checked before an id is taken.
+        let mut watcher = match Watcher::new(0, &create, next, current) {
             Ok(watcher) => watcher,
             Err(reason) => return self.send(refused(reason)).await,
         };
+        let id = if create.watch_id == 0 {
+            self.free_id()
+        } else {
+            create.watch_id
+        };
+        if self.watchers.contains_key(&id) || self.dedicated.contains_key(&id) {
+            return self.send(refused(DUPLICATE_ID)).await;
+        }
+        watcher.id = id;
         // History is served from the window only where etcd still has it: events the window
         // holds may already be compacted away upstream, and then etcd's answer is the compaction.
         let in_window = next > current
             || self.hub.mirror.events_since(next, 0).is_ok() && self.hub.history_kept(next).await;
-        if !in_window || !self.hub.mirror.serving() {
-            return self.create_dedicated(id, create);
+        if in_window
+            && watcher.wants_prev_kv()
+            && next <= current
+            && !self.hub.history_kept(next - 1).await
+        {
+            watcher.no_prev_kv_at = Some(next);
         }
+        // Created responses go out in request order, whoever serves the watcher.
         self.send(WatchResponse {
             header,
             watch_id: id,
@@ -163,6 +170,9 @@ impl Stream {
             ..Default::default()
         })
         .await?;
+        if !in_window || !self.hub.mirror.serving() {
+            return self.create_dedicated(id, create);
+        }
         self.watchers.insert(id, watcher);
         self.hub.metrics.watchers.inc();
         self.deliver().await

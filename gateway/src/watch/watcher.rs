@@ -37,6 +37,9 @@ pub struct Watcher {
     /// Created at a past revision and not yet caught up: its first events come in one response,
     /// as etcd sends an unsynced watcher's backlog.
     pub catching_up: bool,
+    /// Events of this revision go out without prev_kv: it is the compaction revision, and etcd
+    /// reads prev_kv at the revision before, which is gone.
+    pub no_prev_kv_at: Option<i64>,
 }
 
 impl Watcher {
@@ -70,6 +73,7 @@ impl Watcher {
             progress_notify: req.progress_notify,
             next,
             catching_up: next <= current,
+            no_prev_kv_at: None,
         })
     }
 
@@ -83,6 +87,10 @@ impl Watcher {
 
     /// This watcher's events among those of `revisions`, filtered and with prev_kv only when
     /// asked for.
+    pub fn wants_prev_kv(&self) -> bool {
+        self.prev_kv
+    }
+
     pub fn select(&self, revisions: &[Arc<RevisionEvents>]) -> Vec<Event> {
         let mut out = Vec::new();
         for rev in revisions {
@@ -94,7 +102,7 @@ impl Watcher {
                     continue;
                 }
                 let mut event = event.clone();
-                if !self.prev_kv {
+                if !self.prev_kv || self.no_prev_kv_at == Some(rev.revision) {
                     event.prev_kv = None;
                 }
                 out.push(event);
