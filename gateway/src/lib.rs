@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod corked;
 pub mod errors;
 pub mod identity;
 pub mod lease;

@@ -150,6 +150,7 @@ impl Accept {
     /// handshake (plain TCP on a TLS port, an untrusted or expired client certificate) ends
     /// only this connection.
     async fn connection(self, stream: TcpStream, peer: SocketAddr, watcher: Option<Watcher>) {
+        let stream = crate::corked::Corked::new(stream);
         let Some(tls) = &self.tls else {
             let info = ConnectionInfo {
                 peer,
