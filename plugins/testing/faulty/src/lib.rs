@@ -1,0 +1,54 @@
+//! A plugin that misbehaves on purpose, for keygate's fault tests. It allows everything,
+//! except a request whose first key starts with "loop" (spins forever), "panic" (panics),
+//! "oom" (allocates until the memory cap) or "deny" (denies). Config {"fail_init": "why"}
+//! makes init fail.
+
+use keygate_plugin_sdk::authorizer::{deny, export_authorizer, log, Decision, Guest, Identity, Level, Request};
+use keygate_plugin_sdk::{parse_config, State};
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    fail_init: Option<String>,
+}
+
+static CONFIG: State<Config> = State::new();
+
+struct Faulty;
+
+impl Guest for Faulty {
+    fn init(config: String) -> Result<(), String> {
+        let config: Config = parse_config(&config)?;
+        if let Some(why) = &config.fail_init {
+            return Err(why.clone());
+        }
+        log(Level::Info, "faulty plugin ready");
+        CONFIG.set(config)
+    }
+
+    fn authorize(_who: Identity, what: Request) -> Decision {
+        let key = what.ranges.first().map(|r| r.key.as_slice()).unwrap_or_default();
+        if key.starts_with(b"loop") {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        if key.starts_with(b"panic") {
+            panic!("faulty plugin panics on request");
+        }
+        if key.starts_with(b"oom") {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        if key.starts_with(b"deny") {
+            return deny("faulty: denied");
+        }
+        Decision::Allow
+    }
+}
+
+export_authorizer!(Faulty);
