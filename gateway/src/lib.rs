@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod corked;
+pub mod describe;
 pub mod errors;
 pub mod identity;
 pub mod lease;
@@ -11,6 +12,7 @@ pub mod method;
 pub mod metrics;
 pub mod mirror;
 pub mod pipeline;
+pub mod policy;
 pub mod revision;
 pub mod server;
 pub mod shutdown;
@@ -63,6 +65,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             shutdown.clone(),
         )
     });
+    let policy = policy::Policy::load(&config.plugins, &metrics.plugins)
+        .context("plugins.authorizers")?
+        .map(Arc::new);
     let gw = Arc::new(pipeline::Gateway {
         pool: pool.clone(),
         metrics,
@@ -72,6 +77,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hub,
         leases,
         identity: identity::Identifier::new(&config.identity, identity_metrics),
+        policy,
     });
 
     let server = server::Server::bind(&config, gw).await?;

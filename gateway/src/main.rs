@@ -1,7 +1,7 @@
 //! The `keygate` command.
 
 use clap::Parser;
-use keygate::config::{Cli, Command, Config};
+use keygate::config::{Cli, Command, Config, PluginCommand};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -9,6 +9,18 @@ fn main() -> ExitCode {
     let (args, check_only) = match &cli.command {
         Command::Serve(args) => (args, false),
         Command::CheckConfig(args) => (args, true),
+        Command::Plugin(PluginCommand::Check { file, config }) => {
+            return match keygate::policy::check::check(file, config.as_deref()) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("keygate: plugin {file}: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     let config = match Config::load(args) {
         Ok(config) => config,

@@ -4,12 +4,14 @@
 //! (retried on another member where that cannot apply a write twice); the response is relayed
 //! back, its revision noted; and the RPC is accounted as finished.
 
+use crate::describe::{Describe, Description};
 use crate::errors::{self, GatewayError};
-use crate::identity::{ConnectionInfo, Identifier};
+use crate::identity::{ConnectionInfo, Identifier, Identity};
 use crate::lease::LeaseHub;
 use crate::method::{self, Method};
 use crate::metrics::{Metrics, RpcTimer};
 use crate::mirror::{Declined, Mirror};
+use crate::policy::{stream::Screened, Policy};
 use crate::revision::{Revisioned, SeenRevision};
 use crate::shutdown::Shutdown;
 use crate::upstream::{Member, Pool};
@@ -21,7 +23,7 @@ use keygate_proto::etcdserverpb::{
 };
 use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::{Code, Extensions, Request, Response, Status, Streaming};
 
@@ -48,6 +50,8 @@ pub struct Gateway {
     pub leases: Option<LeaseHub>,
     /// Works out who each caller is.
     pub identity: Identifier,
+    /// The authorizer chain; `None` (no plugin configured) skips the phase.
+    pub policy: Option<Arc<Policy>>,
 }
 
 impl Gateway {
@@ -59,19 +63,49 @@ impl Gateway {
         call: F,
     ) -> Result<Response<Resp>, Status>
     where
-        Req: Clone,
+        Req: Clone + Describe,
         Resp: Revisioned,
         F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let timer = self.metrics.grpc.start(method);
-        if let Err(status) = self.identify(method, &mut request) {
+        if let Err(status) = self.admit(method, &mut request) {
             timer.finish(status.code());
             return Err(status);
         }
         let result = self.forward(method, request, call).await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
         result
+    }
+
+    /// Phases 2 to 4: identify the caller, describe the request, ask the authorizers.
+    fn admit<T: Describe>(
+        &self,
+        method: &'static Method,
+        request: &mut Request<T>,
+    ) -> Result<(), Status> {
+        self.identify(method, request)?;
+        match &self.policy {
+            None => Ok(()),
+            Some(policy) => self.authorize(
+                policy,
+                &Description::of(method, request.get_ref()),
+                request.extensions(),
+            ),
+        }
+    }
+
+    /// Phase 4, authorize: the plugin chain's verdict on the described request.
+    fn authorize(
+        &self,
+        policy: &Policy,
+        description: &Description,
+        extensions: &Extensions,
+    ) -> Result<(), Status> {
+        match extensions.get::<Identity>() {
+            Some(identity) => policy.authorize(identity, description),
+            None => Err(Status::permission_denied(crate::policy::PERMISSION_DENIED)),
+        }
     }
 
     /// Phase 2, identify: the caller's identity from the connection (set by the server) and
@@ -95,7 +129,7 @@ impl Gateway {
         mut request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let timer = self.metrics.grpc.start(&method::RANGE);
-        if let Err(status) = self.identify(&method::RANGE, &mut request) {
+        if let Err(status) = self.admit(&method::RANGE, &mut request) {
             timer.finish(status.code());
             return Err(status);
         }
@@ -154,7 +188,9 @@ impl Gateway {
         ) -> Upstream<WatchResponse>,
     ) -> Result<Response<RpcStream<WatchResponse>>, Status> {
         match &self.hub {
-            Some(hub) if hub.ready() && !carries_credentials(&request) => {
+            // The hub does not authorize each watch creation: with authorizers, watches take
+            // the forwarded path, which does.
+            Some(hub) if hub.ready() && !carries_credentials(&request) && self.policy.is_none() => {
                 let timer = self.metrics.grpc.start(&method::WATCH);
                 Ok(Response::new(hub.serve(request.into_inner(), timer)))
             }
@@ -175,7 +211,7 @@ impl Gateway {
         ) -> Upstream<LeaseKeepAliveResponse>,
     ) -> Result<Response<RpcStream<LeaseKeepAliveResponse>>, Status> {
         match &self.leases {
-            Some(leases) if !carries_credentials(&request) => {
+            Some(leases) if !carries_credentials(&request) && self.policy.is_none() => {
                 let timer = self.metrics.grpc.start(&method::LEASE_KEEP_ALIVE);
                 Ok(Response::new(leases.serve(request.into_inner(), timer)))
             }
@@ -194,18 +230,20 @@ impl Gateway {
         call: F,
     ) -> Result<Response<RpcStream<Resp>>, Status>
     where
-        Req: Clone,
+        Req: Clone + Describe,
         Resp: Revisioned + Send + 'static,
         F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Streaming<Resp>>, Status>>,
     {
         let timer = self.metrics.grpc.start(method);
-        if let Err(status) = self.identify(method, &mut request) {
+        if let Err(status) = self.admit(method, &mut request) {
             timer.finish(status.code());
             return Err(status);
         }
         match self.forward(method, request, call).await {
-            Ok(response) => Ok(response.map(|upstream| self.relay(method, upstream, None, timer))),
+            Ok(response) => {
+                Ok(response.map(|upstream| self.relay(method, upstream, None, None, timer)))
+            }
             Err(status) => {
                 timer.finish(status.code());
                 Err(status)
@@ -222,7 +260,7 @@ impl Gateway {
         call: F,
     ) -> Result<Response<RpcStream<Resp>>, Status>
     where
-        Req: Send + 'static,
+        Req: Screened<Resp> + Send + 'static,
         Resp: Revisioned + Send + 'static,
         F: FnOnce(Channel, Request<ClientStream<Req>>) -> Upstream<Resp>,
     {
@@ -231,6 +269,28 @@ impl Gateway {
             timer.finish(status.code());
             return Err(status);
         }
+        // The stream as a whole, then (in `client_messages`) each message that needs it.
+        let mut screen = None;
+        if let Some(policy) = &self.policy {
+            let opened = Description::new(method);
+            if let Err(status) = self.authorize(policy, &opened, request.extensions()) {
+                timer.finish(status.code());
+                return Err(status);
+            }
+            if let Some(identity) = request.extensions().get::<Identity>() {
+                let (tx, rx) = tokio::sync::mpsc::channel(16);
+                screen = Some((
+                    Screen {
+                        policy: policy.clone(),
+                        identity: identity.clone(),
+                        seen: self.seen.clone(),
+                        refused: tx,
+                    },
+                    rx,
+                ));
+            }
+        }
+        let (screen, refused) = screen.unzip();
         let member = match self.pool.pick() {
             Ok(member) => member,
             Err(e) => {
@@ -240,12 +300,19 @@ impl Gateway {
         };
         let (metadata, _, inbound) = request.into_parts();
         let (failed_tx, failed_rx) = oneshot::channel();
-        let inbound = client_messages(inbound, method, self.metrics.grpc.clone(), failed_tx);
+        let inbound = client_messages(
+            inbound,
+            method,
+            self.metrics.grpc.clone(),
+            failed_tx,
+            screen,
+        );
         let upstream_request = Request::from_parts(metadata, Extensions::default(), inbound);
         match call(member.channel(), upstream_request).await {
             Ok(response) => {
                 self.pool.record(&member, "ok");
-                Ok(response.map(|upstream| self.relay(method, upstream, Some(failed_rx), timer)))
+                Ok(response
+                    .map(|upstream| self.relay(method, upstream, Some(failed_rx), refused, timer)))
             }
             Err(status) => {
                 self.pool.note_failure(&member, &status);
@@ -305,11 +372,13 @@ impl Gateway {
         method: &'static Method,
         upstream: Streaming<Resp>,
         client_failed: Option<oneshot::Receiver<Status>>,
+        refused: Option<mpsc::Receiver<Resp>>,
         timer: RpcTimer,
     ) -> RpcStream<Resp> {
         let relay = Relay {
             upstream,
             client_failed,
+            refused,
             gw: self.clone(),
             method,
             timer: Some(timer),
@@ -334,11 +403,14 @@ fn carries_credentials<T>(request: &Request<T>) -> bool {
 /// task moves messages across, one at a time, so a member that stops reading slows only this
 /// client. A message the client got wrong (too large, undecodable) ends the stream and is
 /// reported through `failed`, so that the RPC ends with that error as etcd would end it.
-fn client_messages<Req: Send + 'static>(
+/// With authorizers, `screen` asks them about each message that needs it (a watch creation);
+/// a refused message is answered through `screen.refused` and not sent upstream.
+fn client_messages<Req: Screened<Resp> + Send + 'static, Resp: Send + 'static>(
     mut inbound: Streaming<Req>,
     method: &'static Method,
     grpc: crate::metrics::GrpcMetrics,
     failed: oneshot::Sender<Status>,
+    screen: Option<Screen<Resp>>,
 ) -> ClientStream<Req> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
@@ -348,6 +420,14 @@ fn client_messages<Req: Send + 'static>(
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
                         grpc.message_received(method);
+                        if let Some(screen) = &screen {
+                            if let Err(refusal) = screen.check(&message) {
+                                if screen.refused.send(refusal).await.is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                        }
                         if tx.send(message).await.is_err() {
                             return;
                         }
@@ -369,6 +449,8 @@ fn client_messages<Req: Send + 'static>(
 struct Relay<Resp> {
     upstream: Streaming<Resp>,
     client_failed: Option<oneshot::Receiver<Status>>,
+    /// Keygate's own answers to refused client messages.
+    refused: Option<mpsc::Receiver<Resp>>,
     gw: Arc<Gateway>,
     method: &'static Method,
     timer: Option<RpcTimer>,
@@ -385,6 +467,10 @@ impl<Resp: Revisioned> Relay<Resp> {
             biased;
             () = self.gw.shutdown.wait() => Status::from(GatewayError::ShuttingDown),
             status = client_failure(&mut self.client_failed) => status,
+            refusal = next_refusal(&mut self.refused) => {
+                self.gw.metrics.grpc.message_sent(self.method);
+                return Some(Ok(refusal));
+            }
             message = self.upstream.message() => match message {
                 Ok(Some(message)) => {
                     self.gw.metrics.grpc.message_sent(self.method);
@@ -414,6 +500,37 @@ impl<Resp> Drop for Relay<Resp> {
             timer.finish(self.code);
         }
     }
+}
+
+/// The authorizer chain's view of one stream's client messages.
+struct Screen<Resp> {
+    policy: Arc<Policy>,
+    identity: Identity,
+    seen: Arc<SeenRevision>,
+    refused: mpsc::Sender<Resp>,
+}
+
+impl<Resp> Screen<Resp> {
+    fn check<Req: Screened<Resp>>(&self, message: &Req) -> Result<(), Resp> {
+        match message.screen() {
+            None => Ok(()),
+            Some(description) => self
+                .policy
+                .authorize(&self.identity, &description)
+                .map_err(|status| Req::refusal(&status, self.seen.get())),
+        }
+    }
+}
+
+/// The next refusal to send; never resolves when there is none to come.
+async fn next_refusal<Resp>(slot: &mut Option<mpsc::Receiver<Resp>>) -> Resp {
+    if let Some(rx) = slot.as_mut() {
+        if let Some(refusal) = rx.recv().await {
+            return refusal;
+        }
+        *slot = None;
+    }
+    std::future::pending().await
 }
 
 /// Resolves with the client's error, if its side of the stream fails; never otherwise.

@@ -18,6 +18,21 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the configuration after the file and flags are applied, then exit.
     CheckConfig(ServeArgs),
+    /// Work with plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Load an authorizer plugin, run its init, and report what it imports and exports.
+    Check {
+        /// The plugin (a WebAssembly component).
+        file: String,
+        /// TOML file whose table is passed to the plugin's init (as its `config` table).
+        #[arg(long)]
+        config: Option<String>,
+    },
 }
 
 /// Flags override the configuration file.

@@ -2,10 +2,12 @@
 //! environment variables, then validated with errors that name the offending option.
 
 mod cli;
+mod plugins;
 mod tls;
 mod validate;
 
-pub use cli::{Cli, Command, ServeArgs};
+pub use cli::{Cli, Command, PluginCommand, ServeArgs};
+pub use plugins::{PluginConfig, PluginsConfig};
 pub use tls::{BearerToken, IdentityConfig, ServerTlsConfig, UpstreamTlsConfig};
 
 use serde::Deserialize;
@@ -48,6 +50,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Who callers are: bearer tokens, anonymous access.
     pub identity: IdentityConfig,
+    /// WebAssembly authorization plugins.
+    pub plugins: PluginsConfig,
 }
 
 /// The client port: gRPC and HTTP on one address.

@@ -75,6 +75,30 @@ impl Config {
             ));
         }
         self.validate_tls()?;
+        for plugin in &self.plugins.authorizers {
+            let name = plugin.display_name();
+            if plugin.path.is_empty() {
+                return Err(invalid(
+                    "plugins.authorizers.path",
+                    format!("{name}: required"),
+                ));
+            }
+            if !matches!(plugin.on_failure.as_str(), "deny" | "allow") {
+                return Err(invalid(
+                    "plugins.authorizers.on_failure",
+                    format!(
+                        "{name}: {:?}: expected \"deny\" or \"allow\"",
+                        plugin.on_failure
+                    ),
+                ));
+            }
+            if plugin.memory_mib == 0 || plugin.timeout_ms == 0 {
+                return Err(invalid(
+                    "plugins.authorizers.memory_mib",
+                    format!("{name}: memory_mib and timeout_ms must be greater than 0"),
+                ));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
         Ok(())

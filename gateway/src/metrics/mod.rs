@@ -4,12 +4,14 @@
 mod grpc;
 mod identity;
 mod mirror;
+mod plugins;
 mod upstream;
 mod watch;
 
 pub use grpc::{GrpcMetrics, RpcTimer};
 pub use identity::IdentityMetrics;
 pub use mirror::MirrorMetrics;
+pub use plugins::PluginMetrics;
 pub use upstream::UpstreamMetrics;
 pub use watch::WatchMetrics;
 
@@ -23,6 +25,7 @@ pub struct Metrics {
     pub upstream: UpstreamMetrics,
     pub mirror: MirrorMetrics,
     pub watch: WatchMetrics,
+    pub plugins: PluginMetrics,
 }
 
 impl Metrics {
@@ -32,6 +35,7 @@ impl Metrics {
             upstream: UpstreamMetrics::register(&registry)?,
             mirror: MirrorMetrics::register(&registry)?,
             watch: WatchMetrics::register(&registry)?,
+            plugins: PluginMetrics::register(&registry)?,
             registry,
         })
     }

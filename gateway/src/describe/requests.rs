@@ -1,0 +1,196 @@
+//! [`Describe`] for every request message of the etcd API.
+
+use super::{Access, Describe, Description};
+use keygate_proto::etcdserverpb::*;
+use keygate_proto::v3electionpb::{CampaignRequest, LeaderRequest, ProclaimRequest, ResignRequest};
+use keygate_proto::v3lockpb::{LockRequest, UnlockRequest};
+
+impl Describe for RangeRequest {
+    fn describe(&self, d: &mut Description) {
+        d.range(&self.key, &self.range_end, Access::Read);
+        d.flag(self.serializable, "serializable");
+        d.flag(self.keys_only, "keys-only");
+        d.flag(self.count_only, "count-only");
+    }
+}
+
+impl Describe for PutRequest {
+    fn describe(&self, d: &mut Description) {
+        d.range(&self.key, &[], Access::Write);
+        d.value_bytes += self.value.len() as u64;
+        if self.lease != 0 {
+            d.lease = self.lease;
+        }
+        d.flag(self.prev_kv, "prev-kv");
+        d.flag(self.ignore_value, "ignore-value");
+        d.flag(self.ignore_lease, "ignore-lease");
+    }
+}
+
+impl Describe for DeleteRangeRequest {
+    fn describe(&self, d: &mut Description) {
+        d.range(&self.key, &self.range_end, Access::Write);
+        d.flag(self.prev_kv, "prev-kv");
+    }
+}
+
+impl Describe for TxnRequest {
+    fn describe(&self, d: &mut Description) {
+        for compare in &self.compare {
+            d.range(&compare.key, &compare.range_end, Access::Compare);
+        }
+        for op in self.success.iter().chain(&self.failure) {
+            match &op.request {
+                Some(request_op::Request::RequestRange(r)) => r.describe(d),
+                Some(request_op::Request::RequestPut(r)) => r.describe(d),
+                Some(request_op::Request::RequestDeleteRange(r)) => r.describe(d),
+                Some(request_op::Request::RequestTxn(r)) => r.describe(d),
+                None => {}
+            }
+        }
+    }
+}
+
+impl Describe for CompactionRequest {
+    fn describe(&self, d: &mut Description) {
+        d.flag(self.physical, "physical");
+    }
+}
+
+impl Describe for WatchCreateRequest {
+    fn describe(&self, d: &mut Description) {
+        d.range(&self.key, &self.range_end, Access::Watch);
+        d.flag(self.prev_kv, "prev-kv");
+        d.flag(self.progress_notify, "progress-notify");
+        d.flag(self.fragment, "fragment");
+    }
+}
+
+impl Describe for LeaseGrantRequest {
+    fn describe(&self, d: &mut Description) {
+        d.lease = self.id;
+    }
+}
+
+impl Describe for LeaseRevokeRequest {
+    fn describe(&self, d: &mut Description) {
+        d.lease = self.id;
+    }
+}
+
+impl Describe for LeaseTimeToLiveRequest {
+    fn describe(&self, d: &mut Description) {
+        d.lease = self.id;
+        d.flag(self.keys, "keys");
+    }
+}
+
+impl Describe for LeaseKeepAliveRequest {
+    fn describe(&self, d: &mut Description) {
+        d.lease = self.id;
+    }
+}
+
+// Locks and elections write keys under their name (name/lease-id) and read the name's range.
+fn named_prefix(d: &mut Description, name: &[u8], lease: i64) {
+    let end = prefix_end(name);
+    d.range(name, &end, Access::Write);
+    if lease != 0 {
+        d.lease = lease;
+    }
+}
+
+/// etcd's GetPrefixRangeEnd.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl Describe for LockRequest {
+    fn describe(&self, d: &mut Description) {
+        named_prefix(d, &self.name, self.lease);
+    }
+}
+
+impl Describe for UnlockRequest {
+    fn describe(&self, d: &mut Description) {
+        d.range(&self.key, &[], Access::Write);
+    }
+}
+
+impl Describe for CampaignRequest {
+    fn describe(&self, d: &mut Description) {
+        named_prefix(d, &self.name, self.lease);
+        d.value_bytes += self.value.len() as u64;
+    }
+}
+
+impl Describe for ProclaimRequest {
+    fn describe(&self, d: &mut Description) {
+        if let Some(leader) = &self.leader {
+            d.range(&leader.key, &[], Access::Write);
+            d.lease = leader.lease;
+        }
+        d.value_bytes += self.value.len() as u64;
+    }
+}
+
+impl Describe for ResignRequest {
+    fn describe(&self, d: &mut Description) {
+        if let Some(leader) = &self.leader {
+            d.range(&leader.key, &[], Access::Write);
+        }
+    }
+}
+
+impl Describe for LeaderRequest {
+    fn describe(&self, d: &mut Description) {
+        let end = prefix_end(&self.name);
+        d.range(&self.name, &end, Access::Read);
+    }
+}
+
+// Cluster-wide RPCs name no key.
+macro_rules! no_keys {
+    ($($t:ty),* $(,)?) => { $(impl Describe for $t {})* };
+}
+
+no_keys!(
+    LeaseLeasesRequest,
+    MemberAddRequest,
+    MemberRemoveRequest,
+    MemberUpdateRequest,
+    MemberListRequest,
+    MemberPromoteRequest,
+    AlarmRequest,
+    StatusRequest,
+    DefragmentRequest,
+    HashRequest,
+    HashKvRequest,
+    SnapshotRequest,
+    MoveLeaderRequest,
+    DowngradeRequest,
+    AuthEnableRequest,
+    AuthDisableRequest,
+    AuthStatusRequest,
+    AuthenticateRequest,
+    AuthUserAddRequest,
+    AuthUserGetRequest,
+    AuthUserListRequest,
+    AuthUserDeleteRequest,
+    AuthUserChangePasswordRequest,
+    AuthUserGrantRoleRequest,
+    AuthUserRevokeRoleRequest,
+    AuthRoleAddRequest,
+    AuthRoleGetRequest,
+    AuthRoleListRequest,
+    AuthRoleDeleteRequest,
+    AuthRoleGrantPermissionRequest,
+    AuthRoleRevokePermissionRequest,
+);

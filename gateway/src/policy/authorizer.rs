@@ -1,0 +1,268 @@
+//! One authorizer plugin: its compiled component, pre-instantiated; a small pool of idle
+//! instances reused across requests; and the guard rails of every call (memory cap, epoch
+//! deadline). An instance whose call fails in any way is dropped, never reused.
+
+use super::{convert, Failure, PolicyError};
+use crate::config::PluginConfig;
+use crate::describe::Description;
+use crate::identity::Identity;
+use crate::metrics::PluginMetrics;
+use std::sync::Mutex;
+use std::time::Instant;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+
+/// Host bindings of the authorizer world.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../plugins/wit",
+        world: "authorizer",
+    });
+}
+
+use bindings::keygate::plugin::host::Level;
+use bindings::keygate::plugin::types as wit;
+pub use bindings::keygate::plugin::types::Decision;
+use bindings::{Authorizer, AuthorizerPre};
+
+/// What a plugin's store holds: its name, its metrics, and its memory budget.
+pub struct HostState {
+    plugin: String,
+    metrics: PluginMetrics,
+    memory_cap: usize,
+    out_of_memory: bool,
+}
+
+impl bindings::keygate::plugin::host::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        let plugin = &self.plugin;
+        match level {
+            Level::Error => tracing::error!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+        }
+    }
+
+    fn count(&mut self, name: String, delta: u64) {
+        self.metrics
+            .counters
+            .with_label_values(&[self.plugin.as_str(), name.as_str()])
+            .inc_by(delta);
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.out_of_memory = true;
+            return Err(wasmtime::format_err!(
+                "plugin memory cap of {} bytes reached",
+                self.memory_cap
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: Authorizer,
+}
+
+/// A loaded, initialised authorizer.
+pub struct Plugin {
+    pub name: String,
+    engine: Engine,
+    pre: AuthorizerPre<HostState>,
+    config_json: String,
+    memory_cap: usize,
+    deadline_ticks: u64,
+    pub fail_open: bool,
+    idle: Mutex<Vec<Instance>>,
+    max_idle: usize,
+    metrics: PluginMetrics,
+}
+
+impl Plugin {
+    /// Compiles (or loads from the cache) the component at `config.path`, links it, and makes
+    /// one instance whose `init` must succeed.
+    pub fn load(
+        engine: &Engine,
+        config: &PluginConfig,
+        metrics: &PluginMetrics,
+    ) -> Result<Self, PolicyError> {
+        let name = config.display_name();
+        let bytes = std::fs::read(&config.path).map_err(|e| PolicyError::Load {
+            plugin: name.clone(),
+            message: format!("reading {}: {e}", config.path),
+        })?;
+        Self::from_bytes(engine, config, &bytes, metrics)
+    }
+
+    pub fn from_bytes(
+        engine: &Engine,
+        config: &PluginConfig,
+        bytes: &[u8],
+        metrics: &PluginMetrics,
+    ) -> Result<Self, PolicyError> {
+        let name = config.display_name();
+        let load_error = |message: String| PolicyError::Load {
+            plugin: name.clone(),
+            message,
+        };
+        let component = Component::new(engine, bytes).map_err(|e| load_error(format!("{e:#}")))?;
+        let mut linker = Linker::<HostState>::new(engine);
+        Authorizer::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| load_error(format!("{e:#}")))?;
+        // The Rust standard library of wasm32-wasip2 imports WASI; a plugin gets none of it:
+        // every such call traps.
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| load_error(format!("{e:#}")))?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| load_error(format!("{e:#}")))?;
+        let pre = AuthorizerPre::new(instance_pre).map_err(|e| load_error(format!("{e:#}")))?;
+        let config_json = serde_json::to_string(&config.config)
+            .map_err(|e| load_error(format!("config: {e}")))?;
+        let plugin = Plugin {
+            name: name.clone(),
+            engine: engine.clone(),
+            pre,
+            config_json,
+            memory_cap: usize::try_from(config.memory_mib.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+            deadline_ticks: config.timeout_ms.max(1),
+            fail_open: config.on_failure == "allow",
+            idle: Mutex::new(Vec::new()),
+            max_idle: config.instances.max(1),
+            metrics: metrics.clone(),
+        };
+        let first = plugin
+            .instantiate()
+            .map_err(|f| load_error(f.to_string()))?;
+        plugin.release(first);
+        Ok(plugin)
+    }
+
+    /// A fresh instance, initialised with the plugin's configuration.
+    fn instantiate(&self) -> Result<Instance, Failure> {
+        self.metrics
+            .instances
+            .with_label_values(&[&self.name])
+            .inc();
+        let state = HostState {
+            plugin: self.name.clone(),
+            metrics: self.metrics.clone(),
+            memory_cap: self.memory_cap,
+            out_of_memory: false,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&store, &e))?;
+        match bindings.call_init(&mut store, &self.config_json) {
+            Ok(Ok(())) => Ok(Instance { store, bindings }),
+            Ok(Err(reason)) => Err(Failure::Init(reason)),
+            Err(e) => Err(classify(&store, &e)),
+        }
+    }
+
+    fn acquire(&self) -> Result<Instance, Failure> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match idle {
+            Some(instance) => Ok(instance),
+            None => self.instantiate(),
+        }
+    }
+
+    fn release(&self, instance: Instance) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < self.max_idle {
+                idle.push(instance);
+            }
+        }
+    }
+
+    /// Asks the plugin. Any failure — trap, deadline, memory cap, init error of a fresh
+    /// instance — is returned as such and the instance is discarded.
+    pub fn authorize(&self, who: &wit::Identity, what: &wit::Request) -> Result<Decision, Failure> {
+        let started = Instant::now();
+        self.metrics
+            .calls
+            .with_label_values(&[self.name.as_str(), "authorize"])
+            .inc();
+        let result = self.acquire().and_then(|mut instance| {
+            instance.store.set_epoch_deadline(self.deadline_ticks);
+            match instance
+                .bindings
+                .call_authorize(&mut instance.store, who, what)
+            {
+                Ok(decision) => {
+                    self.release(instance);
+                    Ok(decision)
+                }
+                Err(e) => Err(classify(&instance.store, &e)),
+            }
+        });
+        self.metrics
+            .latency
+            .with_label_values(&[&self.name])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(failure) = &result {
+            let kind = failure.kind();
+            self.metrics
+                .traps
+                .with_label_values(&[&self.name, kind])
+                .inc();
+            if kind == "deadline" {
+                self.metrics
+                    .deadline_hits
+                    .with_label_values(&[&self.name])
+                    .inc();
+            }
+        }
+        result
+    }
+
+    /// Convenience for tests and `keygate plugin check`: authorize a described request.
+    pub fn authorize_description(
+        &self,
+        who: &Identity,
+        what: &Description,
+    ) -> Result<Decision, Failure> {
+        self.authorize(&convert::identity(who), &convert::request(what))
+    }
+}
+
+fn classify(store: &Store<HostState>, e: &wasmtime::Error) -> Failure {
+    if store.data().out_of_memory {
+        return Failure::Memory;
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Failure::Deadline,
+        Some(Trap::UnreachableCodeReached) => Failure::Panic,
+        Some(trap) => Failure::Trap(trap.to_string()),
+        None => Failure::Error(format!("{e:#}")),
+    }
+}

@@ -1,0 +1,54 @@
+//! The one wasmtime Engine every plugin runs on: component model without async, epoch
+//! interruption for time limits (a thread advances the epoch every millisecond), and an
+//! on-disk cache of compiled components.
+
+use super::PolicyError;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::{Cache, CacheConfig, Config, Engine};
+
+/// How often the epoch advances: the granularity of plugin time limits.
+pub const TICK: Duration = Duration::from_millis(1);
+
+/// The shared engine and its epoch ticker, which stops when this is dropped.
+pub struct PluginEngine {
+    pub engine: Engine,
+    stop: Arc<AtomicBool>,
+}
+
+impl PluginEngine {
+    pub fn new(cache_dir: &str) -> Result<Self, PolicyError> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .concurrency_support(false)
+            .epoch_interruption(true)
+            .max_wasm_stack(512 * 1024);
+        if !cache_dir.is_empty() {
+            let mut cache = CacheConfig::new();
+            cache.with_directory(cache_dir);
+            let cache = Cache::new(cache).map_err(|e| PolicyError::Engine(e.to_string()))?;
+            config.cache(Some(cache));
+        }
+        let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticking, flag) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| PolicyError::Engine(e.to_string()))?;
+        Ok(PluginEngine { engine, stop })
+    }
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

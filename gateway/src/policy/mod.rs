@@ -1,0 +1,155 @@
+//! Phase 4, authorize: the chain of WebAssembly authorizers (see docs/plugins.md). Each is
+//! asked in configured order; the first deny wins. A plugin that fails (trap, time limit,
+//! memory cap) gives the request its failure policy: deny unless configured to allow.
+//!
+//! Namespaces (allow-in-namespace) need the rewrite phase, which keygate does not have yet:
+//! such a decision denies the request with a reason that says so, rather than letting a tenant
+//! at keys outside its prefix.
+
+pub mod authorizer;
+pub mod check;
+mod convert;
+pub mod engine;
+pub mod stream;
+
+use crate::config::PluginsConfig;
+use crate::describe::Description;
+use crate::identity::Identity;
+use crate::metrics::PluginMetrics;
+use authorizer::{Decision, Plugin};
+use engine::PluginEngine;
+use tonic::{Code, Status};
+
+/// etcd's answer to a request its permissions refuse.
+pub const PERMISSION_DENIED: &str = "etcdserver: permission denied";
+/// The answer to an allow-in-namespace decision until keygate rewrites keys.
+pub const NAMESPACES_UNSUPPORTED: &str =
+    "etcdserver: permission denied (keygate: allow-in-namespace is not supported yet)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("plugin engine: {0}")]
+    Engine(String),
+    #[error("plugin {plugin}: {message}")]
+    Load { plugin: String, message: String },
+}
+
+/// How a plugin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("time limit reached")]
+    Deadline,
+    #[error("memory cap reached")]
+    Memory,
+    #[error("plugin panicked (unreachable executed)")]
+    Panic,
+    #[error("trap: {0}")]
+    Trap(String),
+    #[error("init failed: {0}")]
+    Init(String),
+    #[error("{0}")]
+    Error(String),
+}
+
+impl Failure {
+    /// The metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Deadline => "deadline",
+            Failure::Memory => "memory",
+            Failure::Panic => "panic",
+            Failure::Trap(_) => "trap",
+            Failure::Init(_) => "init",
+            Failure::Error(_) => "error",
+        }
+    }
+}
+
+/// The authorizer chain.
+pub struct Policy {
+    chain: Vec<Plugin>,
+    metrics: PluginMetrics,
+    _engine: PluginEngine,
+}
+
+impl Policy {
+    /// Loads every configured authorizer; `None` when there are none, so the request path
+    /// skips the phase entirely.
+    pub fn load(
+        config: &PluginsConfig,
+        metrics: &PluginMetrics,
+    ) -> Result<Option<Policy>, PolicyError> {
+        if config.authorizers.is_empty() {
+            return Ok(None);
+        }
+        let engine = PluginEngine::new(&config.cache_dir)?;
+        let chain = config
+            .authorizers
+            .iter()
+            .map(|p| Plugin::load(&engine.engine, p, metrics))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Policy {
+            chain,
+            metrics: metrics.clone(),
+            _engine: engine,
+        }))
+    }
+
+    /// Asks the chain whether `who` may make the request `what`.
+    pub fn authorize(&self, who: &Identity, what: &Description) -> Result<(), Status> {
+        let who_wit = convert::identity(who);
+        let what_wit = convert::request(what);
+        let mut namespaced = false;
+        for plugin in &self.chain {
+            let (label, outcome) = match plugin.authorize(&who_wit, &what_wit) {
+                Ok(Decision::Allow) => ("allow", Ok(())),
+                Ok(Decision::AllowInNamespace(_)) => {
+                    namespaced = true;
+                    ("allow_in_namespace", Ok(()))
+                }
+                Ok(Decision::Deny(denial)) => ("deny", Err(denied(denial.code, denial.reason))),
+                Err(failure) => {
+                    tracing::warn!(
+                        plugin = %plugin.name,
+                        method = what.method.name,
+                        identity = %who.name,
+                        fail_open = plugin.fail_open,
+                        "authorizer failed: {failure}"
+                    );
+                    let outcome = if plugin.fail_open {
+                        Ok(())
+                    } else {
+                        Err(Status::permission_denied(PERMISSION_DENIED))
+                    };
+                    ("failure", outcome)
+                }
+            };
+            self.metrics
+                .decisions
+                .with_label_values(&[plugin.name.as_str(), label])
+                .inc();
+            outcome?;
+        }
+        if namespaced {
+            return Err(Status::permission_denied(NAMESPACES_UNSUPPORTED));
+        }
+        Ok(())
+    }
+}
+
+/// A plugin's denial as a status; a code that is not an error code is PERMISSION_DENIED.
+fn denied(code: u32, reason: String) -> Status {
+    let code = i32::try_from(code)
+        .map(Code::from_i32)
+        .unwrap_or(Code::PermissionDenied);
+    let code = match code {
+        Code::Ok | Code::Unknown => Code::PermissionDenied,
+        code => code,
+    };
+    let reason = if reason.is_empty() {
+        PERMISSION_DENIED.to_string()
+    } else {
+        reason
+    };
+    Status::new(code, reason)
+}
