@@ -11,7 +11,8 @@ use crate::lease::LeaseHub;
 use crate::method::{self, Method};
 use crate::metrics::{Metrics, RpcTimer};
 use crate::mirror::{Declined, Mirror};
-use crate::policy::{stream::Screened, Policy};
+use crate::policy::stream::{next_refusal, Screen, Screened};
+use crate::policy::Policy;
 use crate::revision::{Revisioned, SeenRevision};
 use crate::shutdown::Shutdown;
 use crate::upstream::{Member, Pool};
@@ -500,37 +501,6 @@ impl<Resp> Drop for Relay<Resp> {
             timer.finish(self.code);
         }
     }
-}
-
-/// The authorizer chain's view of one stream's client messages.
-struct Screen<Resp> {
-    policy: Arc<Policy>,
-    identity: Identity,
-    seen: Arc<SeenRevision>,
-    refused: mpsc::Sender<Resp>,
-}
-
-impl<Resp> Screen<Resp> {
-    fn check<Req: Screened<Resp>>(&self, message: &Req) -> Result<(), Resp> {
-        match message.screen() {
-            None => Ok(()),
-            Some(description) => self
-                .policy
-                .authorize(&self.identity, &description)
-                .map_err(|status| Req::refusal(&status, self.seen.get())),
-        }
-    }
-}
-
-/// The next refusal to send; never resolves when there is none to come.
-async fn next_refusal<Resp>(slot: &mut Option<mpsc::Receiver<Resp>>) -> Resp {
-    if let Some(rx) = slot.as_mut() {
-        if let Some(refusal) = rx.recv().await {
-            return refusal;
-        }
-        *slot = None;
-    }
-    std::future::pending().await
 }
 
 /// Resolves with the client's error, if its side of the stream fails; never otherwise.

@@ -263,6 +263,8 @@ fn classify(store: &Store<HostState>, e: &wasmtime::Error) -> Failure {
         Some(Trap::Interrupt) => Failure::Deadline,
         Some(Trap::UnreachableCodeReached) => Failure::Panic,
         Some(trap) => Failure::Trap(trap.to_string()),
+        // A WASI function (defined as a trap); a Rust panic asks for the environment first.
+        None if format!("{e:#}").contains("unknown import") => Failure::Import(format!("{e:#}")),
         None => Failure::Error(format!("{e:#}")),
     }
 }

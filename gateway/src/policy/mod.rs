@@ -45,6 +45,8 @@ pub enum Failure {
     Panic,
     #[error("trap: {0}")]
     Trap(String),
+    #[error("called a function keygate does not provide: {0}")]
+    Import(String),
     #[error("init failed: {0}")]
     Init(String),
     #[error("{0}")]
@@ -59,6 +61,7 @@ impl Failure {
             Failure::Memory => "memory",
             Failure::Panic => "panic",
             Failure::Trap(_) => "trap",
+            Failure::Import(_) => "import",
             Failure::Init(_) => "init",
             Failure::Error(_) => "error",
         }

@@ -2,12 +2,17 @@
 //! a Watch stream is authorized as etcd checks it, and a refused one is answered as etcd
 //! answers it (created and canceled, watch_id -1, the reason) while the stream goes on.
 
+use super::Policy;
 use crate::describe::{Describe, Description};
+use crate::identity::Identity;
 use crate::method;
+use crate::revision::SeenRevision;
 use keygate_proto::etcdserverpb::{
     watch_request::RequestUnion, LeaseKeepAliveRequest, LeaseKeepAliveResponse, ResponseHeader,
     WatchRequest, WatchResponse,
 };
+use std::sync::Arc;
+use tokio::sync::mpsc;
 use tonic::Status;
 
 /// A client message of a bidirectional stream, as the authorizers see it.
@@ -54,4 +59,35 @@ impl Screened<LeaseKeepAliveResponse> for LeaseKeepAliveRequest {
     fn refusal(_status: &Status, _revision: i64) -> LeaseKeepAliveResponse {
         LeaseKeepAliveResponse::default()
     }
+}
+
+/// The authorizer chain's view of one stream's client messages.
+pub struct Screen<Resp> {
+    pub policy: Arc<Policy>,
+    pub identity: Identity,
+    pub seen: Arc<SeenRevision>,
+    pub refused: mpsc::Sender<Resp>,
+}
+
+impl<Resp> Screen<Resp> {
+    pub fn check<Req: Screened<Resp>>(&self, message: &Req) -> Result<(), Resp> {
+        match message.screen() {
+            None => Ok(()),
+            Some(description) => self
+                .policy
+                .authorize(&self.identity, &description)
+                .map_err(|status| Req::refusal(&status, self.seen.get())),
+        }
+    }
+}
+
+/// The next refusal to send; never resolves when there is none to come.
+pub async fn next_refusal<Resp>(slot: &mut Option<mpsc::Receiver<Resp>>) -> Resp {
+    if let Some(rx) = slot.as_mut() {
+        if let Some(refusal) = rx.recv().await {
+            return refusal;
+        }
+        *slot = None;
+    }
+    std::future::pending().await
 }

@@ -1,0 +1,316 @@
+//! The wasmtime host on its own, with the example and faulty plugins built from plugins/:
+//! decisions, the failure policy of each kind of fault, instance replacement, metrics, and the
+//! per-call cost of authorize on a reused instance.
+
+use keygate::config::{PluginConfig, PluginsConfig};
+use keygate::describe::Description;
+use keygate::identity::{Identity, Source};
+use keygate::method;
+use keygate::metrics::PluginMetrics;
+use keygate::policy::authorizer::{Decision, Plugin};
+use keygate::policy::engine::PluginEngine;
+use keygate::policy::{Failure, Policy};
+use keygate_proto::etcdserverpb::{PutRequest, RangeRequest};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Builds the plugins once per test binary; returns the directory of the .wasm files.
+fn plugins() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = std::process::Command::new("bash")
+            .arg(root.join("scripts/build-plugins.sh"))
+            .output();
+        match out {
+            Ok(out) if out.status.success() => {
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
+            }
+            Ok(out) => panic!(
+                "scripts/build-plugins.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => panic!("scripts/build-plugins.sh: {e}"),
+        }
+    })
+    .clone()
+}
+
+fn plugin_config(file: &str, config: &str) -> PluginConfig {
+    PluginConfig {
+        path: plugins().join(file).to_string_lossy().into_owned(),
+        config: config.parse().unwrap_or_else(|e| panic!("{config}: {e}")),
+        timeout_ms: 20,
+        memory_mib: 8,
+        ..PluginConfig::default()
+    }
+}
+
+fn who(name: &str) -> Identity {
+    Identity {
+        source: Source::Certificate,
+        name: name.into(),
+        cert: None,
+        peer: None,
+    }
+}
+
+fn get(key: &'static [u8]) -> Description {
+    let r = RangeRequest {
+        key: key.into(),
+        ..Default::default()
+    };
+    Description::of(&method::RANGE, &r)
+}
+
+fn put(key: &'static [u8]) -> Description {
+    let r = PutRequest {
+        key: key.into(),
+        value: b"v".as_slice().into(),
+        ..Default::default()
+    };
+    Description::of(&method::PUT, &r)
+}
+
+fn metrics() -> (prometheus::Registry, PluginMetrics) {
+    let registry = prometheus::Registry::new();
+    let metrics = PluginMetrics::register(&registry).expect("metrics");
+    (registry, metrics)
+}
+
+#[test]
+fn faults_get_the_failure_policy_and_a_fresh_instance() {
+    let engine = PluginEngine::new("").expect("engine");
+    let (_registry, metrics) = metrics();
+    let plugin = Plugin::load(&engine.engine, &plugin_config("faulty.wasm", ""), &metrics)
+        .expect("faulty loads");
+    let anyone = who("anyone");
+    for (key, expected) in [
+        (&b"loop"[..], "deadline"),
+        // A Rust panic first reads RUST_BACKTRACE, a WASI import the plugin is not given.
+        (b"panic", "import"),
+        (b"oom", "memory"),
+    ] {
+        let started = Instant::now();
+        let failure = match plugin.authorize_description(&anyone, &get(Box::leak(key.into()))) {
+            Err(failure) => failure,
+            Ok(decision) => panic!("{key:?}: expected a failure, got {decision:?}"),
+        };
+        assert_eq!(failure.kind(), expected, "{key:?}: {failure}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{key:?} took {:?}",
+            started.elapsed()
+        );
+        // The next request gets a working instance.
+        let next = plugin.authorize_description(&anyone, &get(b"fine"));
+        assert!(matches!(next, Ok(Decision::Allow)), "{next:?}");
+    }
+    let deadline = metrics.deadline_hits.with_label_values(&["faulty"]).get();
+    assert_eq!(deadline, 1);
+    for kind in ["deadline", "import", "memory"] {
+        assert_eq!(metrics.traps.with_label_values(&["faulty", kind]).get(), 1);
+    }
+    // One instance at load, one after each of the three faults.
+    assert_eq!(metrics.instances.with_label_values(&["faulty"]).get(), 4);
+}
+
+#[test]
+fn init_errors_refuse_the_plugin() {
+    let engine = PluginEngine::new("").expect("engine");
+    let (_registry, metrics) = metrics();
+    let bad = plugin_config("faulty.wasm", "fail_init = \"no tenants configured\"");
+    match Plugin::load(&engine.engine, &bad, &metrics) {
+        Err(e) => assert!(e.to_string().contains("no tenants configured"), "{e}"),
+        Ok(_) => panic!("a failing init must refuse the plugin"),
+    }
+    let garbage = plugin_config("tenant-isolation.wasm", "tenants = 3");
+    let garbage = PluginConfig {
+        path: plugins()
+            .join("tenant_isolation.wasm")
+            .to_string_lossy()
+            .into_owned(),
+        ..garbage
+    };
+    match Plugin::load(&engine.engine, &garbage, &metrics) {
+        Err(e) => assert!(e.to_string().contains("invalid configuration"), "{e}"),
+        Ok(_) => panic!("bad configuration must refuse the plugin"),
+    }
+    let not_wasm = std::env::temp_dir().join(format!("kg-not-wasm-{}", std::process::id()));
+    std::fs::write(&not_wasm, b"not a component").expect("write");
+    let missing = PluginConfig {
+        path: not_wasm.to_string_lossy().into_owned(),
+        ..PluginConfig::default()
+    };
+    assert!(Plugin::load(&engine.engine, &missing, &metrics).is_err());
+    let _ = std::fs::remove_file(not_wasm);
+}
+
+#[test]
+fn chain_first_deny_wins_and_failures_deny() {
+    let (_registry, metrics) = metrics();
+    let config = PluginsConfig {
+        cache_dir: String::new(),
+        authorizers: vec![
+            plugin_config(
+                "tenant_isolation.wasm",
+                "admins = [\"root\"]\n[tenants]\nalice = \"/t/alice/\"",
+            ),
+            plugin_config("deny_prefix.wasm", "prefixes = [\"/t/alice/locked/\"]"),
+            plugin_config("faulty.wasm", ""),
+        ],
+    };
+    let policy = Policy::load(&config, &metrics)
+        .expect("chain loads")
+        .expect("some plugins");
+    let alice = who("alice");
+    assert!(policy.authorize(&alice, &put(b"/t/alice/x")).is_ok());
+    let outside = policy
+        .authorize(&alice, &get(b"/t/bob/x"))
+        .expect_err("outside");
+    assert_eq!(outside.code(), tonic::Code::PermissionDenied);
+    assert_eq!(outside.message(), "etcdserver: permission denied");
+    let locked = policy
+        .authorize(&alice, &put(b"/t/alice/locked/k"))
+        .expect_err("locked");
+    assert!(locked.message().contains("is protected"), "{locked:?}");
+    assert!(policy
+        .authorize(&who("root"), &put(b"/t/alice/locked/k"))
+        .is_err());
+    assert!(policy.authorize(&who("root"), &put(b"/anything")).is_ok());
+    // The third plugin fails on "panic…" keys: deny, the failure policy.
+    let failed = policy
+        .authorize(&who("root"), &put(b"panic"))
+        .expect_err("fails closed");
+    assert_eq!(failed.code(), tonic::Code::PermissionDenied);
+    assert!(policy
+        .authorize(&who("mallory"), &get(b"/t/alice/x"))
+        .is_err());
+    assert_eq!(
+        metrics
+            .decisions
+            .with_label_values(&["faulty", "failure"])
+            .get(),
+        1
+    );
+}
+
+#[test]
+fn fail_open_plugins_allow_on_failure() {
+    let (_registry, metrics) = metrics();
+    let mut faulty = plugin_config("faulty.wasm", "");
+    faulty.on_failure = "allow".into();
+    let config = PluginsConfig {
+        cache_dir: String::new(),
+        authorizers: vec![faulty],
+    };
+    let policy = Policy::load(&config, &metrics)
+        .expect("loads")
+        .expect("some");
+    assert!(policy.authorize(&who("x"), &get(b"loop")).is_ok());
+    assert!(policy.authorize(&who("x"), &get(b"deny")).is_err());
+}
+
+#[test]
+fn namespaces_are_refused_until_keygate_rewrites_keys() {
+    let (_registry, metrics) = metrics();
+    let config = PluginsConfig {
+        cache_dir: String::new(),
+        authorizers: vec![plugin_config(
+            "tenant_isolation.wasm",
+            "mode = \"namespace\"\n[tenants]\nalice = \"/t/alice/\"",
+        )],
+    };
+    let policy = Policy::load(&config, &metrics)
+        .expect("loads")
+        .expect("some");
+    let refused = policy
+        .authorize(&who("alice"), &get(b"x"))
+        .expect_err("refused");
+    assert!(
+        refused.message().contains("not supported yet"),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn compiled_components_are_cached_on_disk() {
+    let dir = tempfile_dir();
+    let (_registry, metrics) = metrics();
+    let config = PluginsConfig {
+        cache_dir: dir.to_string_lossy().into_owned(),
+        authorizers: vec![plugin_config("read_only.wasm", "identities = [\"viewer\"]")],
+    };
+    let first = Instant::now();
+    drop(Policy::load(&config, &metrics).expect("loads"));
+    let cold = first.elapsed();
+    let second = Instant::now();
+    let policy = Policy::load(&config, &metrics)
+        .expect("loads")
+        .expect("some");
+    let warm = second.elapsed();
+    println!("read-only load: cold {cold:?}, from the disk cache {warm:?}");
+    let files = count_files(&dir);
+    assert!(files > 0, "nothing cached in {}", dir.display());
+    assert!(policy.authorize(&who("viewer"), &put(b"k")).is_err());
+    assert!(policy.authorize(&who("viewer"), &get(b"k")).is_ok());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kg-plugin-cache-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("cache dir");
+    dir
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                count_files(&path)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// The per-call cost of authorize on a reused instance (tenant-isolation, a Range inside the
+/// tenant's prefix), conversion of the request included. Printed; the bound is loose so a
+/// busy CI machine does not fail it.
+#[test]
+fn authorize_call_cost() {
+    let (_registry, metrics) = metrics();
+    let config = PluginsConfig {
+        cache_dir: String::new(),
+        authorizers: vec![plugin_config(
+            "tenant_isolation.wasm",
+            "[tenants]\nalice = \"/t/alice/\"",
+        )],
+    };
+    let policy = Policy::load(&config, &metrics)
+        .expect("loads")
+        .expect("some");
+    let alice = who("alice");
+    let request = get(b"/t/alice/key");
+    let mut samples = Vec::with_capacity(20_000);
+    for _ in 0..20_000 {
+        let started = Instant::now();
+        let verdict = policy.authorize(&alice, &request);
+        samples.push(started.elapsed());
+        assert!(verdict.is_ok());
+    }
+    samples.sort();
+    let median = samples[samples.len() / 2];
+    let p99 = samples[samples.len() * 99 / 100];
+    println!("authorize (tenant-isolation, reused instance): median {median:?}, p99 {p99:?}");
+    assert!(median < Duration::from_micros(50), "median {median:?}");
+    let _ = Failure::Deadline;
+}
