@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod pipeline;
 pub mod policy;
+pub mod relay;
 pub mod revision;
 pub mod server;
 pub mod shutdown;

@@ -5,14 +5,15 @@
 //! back, its revision noted; and the RPC is accounted as finished.
 
 use crate::describe::{Describe, Description};
-use crate::errors::{self, GatewayError};
+use crate::errors;
 use crate::identity::{ConnectionInfo, Identifier, Identity};
 use crate::lease::LeaseHub;
 use crate::method::{self, Method};
 use crate::metrics::{Metrics, RpcTimer};
 use crate::mirror::{Declined, Mirror};
-use crate::policy::stream::{next_refusal, Screen, Screened};
+use crate::policy::stream::{Screen, Screened};
 use crate::policy::Policy;
+use crate::relay::{client_messages, relay_when_open, Opening, Relay};
 use crate::revision::{Revisioned, SeenRevision};
 use crate::shutdown::Shutdown;
 use crate::upstream::{Member, Pool};
@@ -309,7 +310,20 @@ impl Gateway {
             screen,
         );
         let upstream_request = Request::from_parts(metadata, Extensions::default(), inbound);
-        match call(member.channel(), upstream_request).await {
+        let upstream = call(member.channel(), upstream_request);
+        if refused.is_some() {
+            let opening = Opening {
+                upstream,
+                member,
+                client_failed: failed_rx,
+                refused,
+                gw: self.clone(),
+                method,
+                timer,
+            };
+            return Ok(Response::new(relay_when_open(opening)));
+        }
+        match upstream.await {
             Ok(response) => {
                 self.pool.record(&member, "ok");
                 Ok(response
@@ -398,119 +412,4 @@ impl Gateway {
 fn carries_credentials<T>(request: &Request<T>) -> bool {
     let md = request.metadata();
     md.contains_key("token") || md.contains_key("authorization")
-}
-
-/// The client's side of a bidirectional stream, as the stream of messages sent upstream. A
-/// task moves messages across, one at a time, so a member that stops reading slows only this
-/// client. A message the client got wrong (too large, undecodable) ends the stream and is
-/// reported through `failed`, so that the RPC ends with that error as etcd would end it.
-/// With authorizers, `screen` asks them about each message that needs it (a watch creation);
-/// a refused message is answered through `screen.refused` and not sent upstream.
-fn client_messages<Req: Screened<Resp> + Send + 'static, Resp: Send + 'static>(
-    mut inbound: Streaming<Req>,
-    method: &'static Method,
-    grpc: crate::metrics::GrpcMetrics,
-    failed: oneshot::Sender<Status>,
-    screen: Option<Screen<Resp>>,
-) -> ClientStream<Req> {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = tx.closed() => return,
-                message = inbound.message() => match message {
-                    Ok(Some(message)) => {
-                        grpc.message_received(method);
-                        if let Some(screen) = &screen {
-                            if let Err(refusal) = screen.check(&message) {
-                                if screen.refused.send(refusal).await.is_err() {
-                                    return;
-                                }
-                                continue;
-                            }
-                        }
-                        if tx.send(message).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(status) => {
-                        let _ = failed.send(errors::etcd_decode_error(&status).unwrap_or(status));
-                        return;
-                    }
-                },
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// Relays an upstream response stream to the client until it ends, the client's side fails,
-/// or keygate shuts down; records how the RPC ended when dropped.
-struct Relay<Resp> {
-    upstream: Streaming<Resp>,
-    client_failed: Option<oneshot::Receiver<Status>>,
-    /// Keygate's own answers to refused client messages.
-    refused: Option<mpsc::Receiver<Resp>>,
-    gw: Arc<Gateway>,
-    method: &'static Method,
-    timer: Option<RpcTimer>,
-    code: Code,
-    done: bool,
-}
-
-impl<Resp: Revisioned> Relay<Resp> {
-    async fn next(&mut self) -> Option<Result<Resp, Status>> {
-        if self.done {
-            return None;
-        }
-        let failure = tokio::select! {
-            biased;
-            () = self.gw.shutdown.wait() => Status::from(GatewayError::ShuttingDown),
-            status = client_failure(&mut self.client_failed) => status,
-            refusal = next_refusal(&mut self.refused) => {
-                self.gw.metrics.grpc.message_sent(self.method);
-                return Some(Ok(refusal));
-            }
-            message = self.upstream.message() => match message {
-                Ok(Some(message)) => {
-                    self.gw.metrics.grpc.message_sent(self.method);
-                    self.gw.seen.observe_response(&message);
-                    return Some(Ok(message));
-                }
-                Ok(None) => {
-                    self.code = Code::Ok;
-                    self.done = true;
-                    return None;
-                }
-                // A member that died mid-stream: etcd's clients resume a stream that ends
-                // with UNAVAILABLE (on another endpoint, here keygate again), but give up on
-                // the UNKNOWN that a broken connection would otherwise surface as.
-                Err(status) => errors::for_client(status),
-            },
-        };
-        self.code = failure.code();
-        self.done = true;
-        Some(Err(failure))
-    }
-}
-
-impl<Resp> Drop for Relay<Resp> {
-    fn drop(&mut self) {
-        if let Some(timer) = self.timer.take() {
-            timer.finish(self.code);
-        }
-    }
-}
-
-/// Resolves with the client's error, if its side of the stream fails; never otherwise.
-async fn client_failure(slot: &mut Option<oneshot::Receiver<Status>>) -> Status {
-    if let Some(rx) = slot.as_mut() {
-        let received = rx.await;
-        *slot = None;
-        if let Ok(status) = received {
-            return status;
-        }
-    }
-    std::future::pending().await
 }

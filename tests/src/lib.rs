@@ -14,6 +14,7 @@ pub mod linearizability;
 pub mod load;
 pub mod normalize;
 pub mod pki;
+pub mod plugins;
 pub mod ports;
 pub mod process;
 pub mod raw_grpc;

@@ -76,7 +76,10 @@ impl<Resp> Screen<Resp> {
             Some(description) => self
                 .policy
                 .authorize(&self.identity, &description)
-                .map_err(|status| Req::refusal(&status, self.seen.get())),
+                .map_err(|status| {
+                    tracing::debug!(identity = %self.identity.name, "stream message refused: {}", status.message());
+                    Req::refusal(&status, self.seen.get())
+                }),
         }
     }
 }

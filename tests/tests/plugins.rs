@@ -1,0 +1,242 @@
+//! Authorization plugins end to end: etcdctl through keygate to real etcd, with the example
+//! plugins (tenant isolation, read-only roles, protected prefixes) and a faulty one.
+
+use anyhow::{ensure, Context, Result};
+use keygate_tests::pki::{CertFiles, TestPki};
+use keygate_tests::plugins::plugin_path;
+use keygate_tests::{CmdOutput, EtcdCluster, Etcdctl, Keygate};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const LINE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn write_config(dir: &std::path::Path, toml: &str) -> Result<PathBuf> {
+    let path = dir.join(format!("keygate-{}.toml", rand::random::<u32>()));
+    std::fs::write(&path, toml)?;
+    Ok(path)
+}
+
+/// Keygate with mTLS (the certificate's CN is the identity) and `plugins` (TOML tables).
+async fn keygate(pki: &TestPki, etcd: &EtcdCluster, plugins: &str) -> Result<Keygate> {
+    let server = pki.server("keygate", "keygate")?;
+    let toml = format!(
+        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n\
+         client_auth = \"required\"\n{plugins}\n",
+        server.cert,
+        server.key,
+        pki.ca()
+    );
+    let path = write_config(pki.dir(), &toml)?;
+    Keygate::start(
+        &etcd.client_urls(),
+        &[
+            "--config",
+            path.to_str().unwrap_or_default(),
+            "--log-level",
+            "keygate=debug,info",
+        ],
+    )
+    .await
+}
+
+/// etcd's PERMISSION_DENIED, or a plugin's own reason with that code.
+fn denial(out: &CmdOutput) -> bool {
+    out.stderr.contains("permission denied") || out.stderr.contains("PermissionDenied")
+}
+
+/// etcdctl as the holder of one client certificate.
+struct As {
+    ctl: Etcdctl,
+    tls: Vec<String>,
+}
+
+impl As {
+    fn new(kg: &Keygate, pki: &TestPki, cert: &CertFiles) -> Result<Self> {
+        Ok(As {
+            ctl: Etcdctl::new(&[format!("https://{}", kg.addr())])?,
+            tls: vec![
+                "--cacert".into(),
+                pki.ca_str().into(),
+                "--cert".into(),
+                cert.cert_str().into(),
+                "--key".into(),
+                cert.key_str().into(),
+            ],
+        })
+    }
+
+    fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut args: Vec<&str> = self.tls.iter().map(String::as_str).collect();
+        args.extend_from_slice(rest);
+        args
+    }
+
+    async fn run(&self, rest: &[&str]) -> Result<CmdOutput> {
+        self.ctl.run(&self.args(rest)).await
+    }
+
+    async fn run_stdin(&self, rest: &[&str], stdin: &str) -> Result<CmdOutput> {
+        self.ctl.run_with_stdin(&self.args(rest), stdin).await
+    }
+
+    async fn ok(&self, rest: &[&str]) -> Result<String> {
+        Ok(self.run(rest).await?.ok()?.stdout)
+    }
+
+    async fn denied(&self, rest: &[&str]) -> Result<()> {
+        let out = self.run(rest).await?;
+        ensure!(
+            !out.success() && denial(&out),
+            "{rest:?} should be denied: {out:?}"
+        );
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_and_read_only_identities_through_etcdctl() -> Result<()> {
+    let pki = TestPki::new("plugins")?;
+    let etcd = EtcdCluster::start(1).await?;
+    let plugins = format!(
+        "[[plugins.authorizers]]\npath = {}\nconfig = {{ identities = [\"viewer\"] }}\n\
+         [[plugins.authorizers]]\npath = {}\n\
+         config = {{ admins = [\"root\", \"viewer\"], tenants = {{ alice = \"/tenants/alice/\" }} }}\n\
+         [[plugins.authorizers]]\npath = {}\nconfig = {{ prefixes = [\"/protected/\"], except = [\"root\"] }}\n",
+        plugin_path("read_only")?,
+        plugin_path("tenant_isolation")?,
+        plugin_path("deny_prefix")?,
+    );
+    let kg = keygate(&pki, &etcd, &plugins).await?;
+    let alice = As::new(&kg, &pki, &pki.client("alice", "alice")?)?;
+    let root = As::new(&kg, &pki, &pki.client("root", "root")?)?;
+    let viewer = As::new(&kg, &pki, &pki.client("viewer", "viewer")?)?;
+    let mallory = As::new(&kg, &pki, &pki.client("mallory", "mallory")?)?;
+
+    // A tenant works inside its prefix...
+    ensure!(alice.ok(&["put", "/tenants/alice/a", "1"]).await? == "OK\n");
+    ensure!(alice.ok(&["get", "/tenants/alice/a"]).await? == "/tenants/alice/a\n1\n");
+    ensure!(alice
+        .ok(&["get", "--prefix", "/tenants/alice/"])
+        .await?
+        .contains("1"));
+    alice.ok(&["del", "/tenants/alice/a"]).await?;
+    // ...and nowhere else, through any RPC.
+    root.ok(&["put", "/tenants/bob/secret", "s"]).await?;
+    alice.denied(&["get", "/tenants/bob/secret"]).await?;
+    alice.denied(&["get", "--prefix", "/tenants/"]).await?;
+    alice.denied(&["put", "/elsewhere", "x"]).await?;
+    alice.denied(&["del", "--prefix", "/tenants/bob/"]).await?;
+    alice.denied(&["member", "list"]).await?;
+    alice.denied(&["compaction", "1"]).await?;
+    let txn = "\nput /tenants/bob/secret stolen\n\n\n";
+    let out = alice.run_stdin(&["txn"], txn).await?;
+    ensure!(denial(&out), "txn: {out:?}");
+    ensure!(
+        root.ok(&["get", "/tenants/bob/secret", "--print-value-only"])
+            .await?
+            == "s\n"
+    );
+    // An unknown identity gets nothing.
+    mallory.denied(&["get", "/tenants/alice/a"]).await?;
+
+    // A watch outside the prefix is refused as etcd refuses it; inside, it works.
+    let mut denied = alice
+        .ctl
+        .spawn(&alice.args(&["watch", "/tenants/bob/secret"]))?;
+    let out = denied
+        .finish(LINE_TIMEOUT)
+        .await
+        .with_context(|| format!("denied watch did not end; keygate:\n{}", kg.log_tail(20)))?;
+    ensure!(
+        !out.success() && out.stderr.contains("permission denied"),
+        "watch outside: {out:?}"
+    );
+    let mut watch = alice
+        .ctl
+        .spawn(&alice.args(&["watch", "/tenants/alice/w"]))?;
+    let mut seen = String::new();
+    for i in 0..20 {
+        alice
+            .ok(&["put", "/tenants/alice/w", &format!("v{i}")])
+            .await?;
+        if let Ok(line) = watch.next_line(Duration::from_millis(500)).await {
+            seen = line;
+            break;
+        }
+    }
+    ensure!(seen == "PUT", "watch inside saw {seen:?}");
+    watch.kill().await?;
+
+    // A read-only identity reads everything and changes nothing.
+    ensure!(
+        viewer
+            .ok(&["get", "/tenants/bob/secret", "--print-value-only"])
+            .await?
+            == "s\n"
+    );
+    viewer.denied(&["put", "k", "v"]).await?;
+    viewer.denied(&["del", "/tenants/bob/secret"]).await?;
+    viewer.denied(&["compaction", "1"]).await?;
+    viewer.denied(&["lease", "grant", "60"]).await?;
+    let out = viewer.run_stdin(&["txn"], "\nput k v\n\n\n").await?;
+    ensure!(denial(&out), "viewer txn: {out:?}");
+    ensure!(viewer
+        .ok(&["endpoint", "status"])
+        .await?
+        .contains(kg.addr()));
+
+    // Protected prefixes: no write, even inside a txn branch, except by root.
+    viewer.denied(&["put", "/protected/x", "v"]).await?;
+    let out = alice
+        .run_stdin(&["txn"], "\n\nput /protected/x v\n\n")
+        .await?;
+    ensure!(denial(&out), "protected txn: {out:?}");
+    root.ok(&["put", "/protected/x", "v"]).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faulty_plugins_fail_closed_within_their_time_limit() -> Result<()> {
+    let pki = TestPki::new("faulty")?;
+    let etcd = EtcdCluster::start(1).await?;
+    let plugins = format!(
+        "[[plugins.authorizers]]\npath = {}\ntimeout_ms = 50\nmemory_mib = 8\n",
+        plugin_path("faulty")?,
+    );
+    let kg = keygate(&pki, &etcd, &plugins).await?;
+    let anyone = As::new(&kg, &pki, &pki.client("anyone", "anyone")?)?;
+    for key in ["loop1", "panic1", "oom1", "deny1"] {
+        let started = Instant::now();
+        anyone.denied(&["put", key, "v"]).await?;
+        ensure!(
+            started.elapsed() < Duration::from_secs(5),
+            "{key} took {:?}",
+            started.elapsed()
+        );
+        // Other requests are unaffected: a fresh instance answers them.
+        ensure!(anyone.ok(&["put", "fine", key]).await? == "OK\n");
+    }
+    ensure!(anyone.ok(&["get", "fine", "--print-value-only"]).await? == "deny1\n");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_whose_init_fails_stops_keygate_with_its_reason() -> Result<()> {
+    let pki = TestPki::new("init")?;
+    let etcd = EtcdCluster::start(1).await?;
+    let plugins = format!(
+        "[[plugins.authorizers]]\nname = \"broken\"\npath = {}\nconfig = {{ fail_init = \"no tenants\" }}\n",
+        plugin_path("faulty")?,
+    );
+    match keygate(&pki, &etcd, &plugins).await {
+        Ok(_) => anyhow::bail!("keygate started with a plugin whose init fails"),
+        Err(e) => {
+            let message = format!("{e:#}");
+            ensure!(
+                message.contains("plugin broken: init failed: no tenants"),
+                "{message}"
+            );
+        }
+    }
+    Ok(())
+}
