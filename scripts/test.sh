@@ -24,6 +24,9 @@ check() {
 step "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
+step "scripts/build-plugins.sh (wasm32-wasip2)"
+bash scripts/build-plugins.sh
+
 check cargo fmt --all -- --check
 check cargo clippy --workspace --all-targets -- -D warnings
 
