@@ -81,6 +81,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         policy,
     });
 
+    if let Some(policy) = &gw.policy {
+        let interval = std::time::Duration::from_millis(config.plugins.reload_interval_ms);
+        policy::reload::spawn(policy.clone(), interval, shutdown.clone());
+    }
     let server = server::Server::bind(&config, gw).await?;
     let addr = server.local_addr()?;
     pool.start().await;

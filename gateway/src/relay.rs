@@ -161,7 +161,7 @@ pub(crate) fn relay_when_open<Resp: Revisioned + Send + 'static>(
                             done: false,
                         };
                         let item = relay.next().await?;
-                        Some((item, State::Relaying(relay)))
+                        Some((item, State::Relaying(Box::new(relay))))
                     }
                     Err(status) => {
                         o.gw.pool.note_failure(&o.member, &status);
@@ -193,6 +193,6 @@ pub(crate) struct Opening<Resp> {
 
 enum State<Resp> {
     Opening(Box<Opening<Resp>>),
-    Relaying(Relay<Resp>),
+    Relaying(Box<Relay<Resp>>),
     Done,
 }

@@ -152,7 +152,6 @@ fn init_errors_refuse_the_plugin() {
 fn chain_first_deny_wins_and_failures_deny() {
     let (_registry, metrics) = metrics();
     let config = PluginsConfig {
-        cache_dir: String::new(),
         authorizers: vec![
             plugin_config(
                 "tenant_isolation.wasm",
@@ -161,6 +160,7 @@ fn chain_first_deny_wins_and_failures_deny() {
             plugin_config("deny_prefix.wasm", "prefixes = [\"/t/alice/locked/\"]"),
             plugin_config("faulty.wasm", ""),
         ],
+        ..PluginsConfig::default()
     };
     let policy = Policy::load(&config, &metrics)
         .expect("chain loads")
@@ -203,8 +203,8 @@ fn fail_open_plugins_allow_on_failure() {
     let mut faulty = plugin_config("faulty.wasm", "");
     faulty.on_failure = "allow".into();
     let config = PluginsConfig {
-        cache_dir: String::new(),
         authorizers: vec![faulty],
+        ..PluginsConfig::default()
     };
     let policy = Policy::load(&config, &metrics)
         .expect("loads")
@@ -217,11 +217,11 @@ fn fail_open_plugins_allow_on_failure() {
 fn namespaces_are_refused_until_keygate_rewrites_keys() {
     let (_registry, metrics) = metrics();
     let config = PluginsConfig {
-        cache_dir: String::new(),
         authorizers: vec![plugin_config(
             "tenant_isolation.wasm",
             "mode = \"namespace\"\n[tenants]\nalice = \"/t/alice/\"",
         )],
+        ..PluginsConfig::default()
     };
     let policy = Policy::load(&config, &metrics)
         .expect("loads")
@@ -242,6 +242,7 @@ fn compiled_components_are_cached_on_disk() {
     let config = PluginsConfig {
         cache_dir: dir.to_string_lossy().into_owned(),
         authorizers: vec![plugin_config("read_only.wasm", "identities = [\"viewer\"]")],
+        ..PluginsConfig::default()
     };
     let first = Instant::now();
     drop(Policy::load(&config, &metrics).expect("loads"));
@@ -289,11 +290,11 @@ fn count_files(dir: &std::path::Path) -> usize {
 fn authorize_call_cost() {
     let (_registry, metrics) = metrics();
     let config = PluginsConfig {
-        cache_dir: String::new(),
         authorizers: vec![plugin_config(
             "tenant_isolation.wasm",
             "[tenants]\nalice = \"/t/alice/\"",
         )],
+        ..PluginsConfig::default()
     };
     let policy = Policy::load(&config, &metrics)
         .expect("loads")

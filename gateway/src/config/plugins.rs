@@ -3,15 +3,28 @@
 use serde::Deserialize;
 
 /// Authorization plugins.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginsConfig {
     /// Directory where compiled plugins are kept between runs (keyed by content hash, wasmtime
     /// version and engine settings); empty: compile on every start.
     pub cache_dir: String,
+    /// How often plugin files are checked for a new version (SIGHUP reloads them too); 0:
+    /// only on SIGHUP.
+    pub reload_interval_ms: u64,
     /// Authorizers, asked in this order for every RPC; the first deny wins. Empty: no
     /// authorization beyond etcd's own.
     pub authorizers: Vec<PluginConfig>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            cache_dir: String::new(),
+            reload_interval_ms: 1000,
+            authorizers: Vec::new(),
+        }
+    }
 }
 
 /// One plugin (a [[plugins.authorizers]] table).

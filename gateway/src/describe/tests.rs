@@ -27,7 +27,7 @@ fn txn_is_described_recursively() {
         }],
         success: vec![op(request_op::Request::RequestPut(PutRequest {
             key: b"p".to_vec().into(),
-            value: b"12345".to_vec(),
+            value: b"12345".to_vec().into(),
             lease: 9,
             ..Default::default()
         }))],

@@ -10,13 +10,14 @@ pub mod authorizer;
 pub mod check;
 mod convert;
 pub mod engine;
+pub mod reload;
 pub mod stream;
 
 use crate::config::PluginsConfig;
 use crate::describe::Description;
 use crate::identity::Identity;
 use crate::metrics::PluginMetrics;
-use authorizer::{Decision, Plugin};
+use authorizer::Decision;
 use engine::PluginEngine;
 use tonic::{Code, Status};
 
@@ -70,9 +71,9 @@ impl Failure {
 
 /// The authorizer chain.
 pub struct Policy {
-    chain: Vec<Plugin>,
+    chain: Vec<reload::Slot>,
     metrics: PluginMetrics,
-    _engine: PluginEngine,
+    engine: PluginEngine,
 }
 
 impl Policy {
@@ -89,12 +90,12 @@ impl Policy {
         let chain = config
             .authorizers
             .iter()
-            .map(|p| Plugin::load(&engine.engine, p, metrics))
+            .map(|p| reload::Slot::load(&engine.engine, p, metrics))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(Policy {
             chain,
             metrics: metrics.clone(),
-            _engine: engine,
+            engine,
         }))
     }
 
@@ -103,7 +104,9 @@ impl Policy {
         let who_wit = convert::identity(who);
         let what_wit = convert::request(what);
         let mut namespaced = false;
-        for plugin in &self.chain {
+        for slot in &self.chain {
+            // In-flight requests finish on the version they started with.
+            let plugin = slot.current();
             let (label, outcome) = match plugin.authorize(&who_wit, &what_wit) {
                 Ok(Decision::Allow) => ("allow", Ok(())),
                 Ok(Decision::AllowInNamespace(_)) => {

@@ -1,0 +1,138 @@
+//! Hot reload under load: a plugin file replaced while clients read and write through keygate.
+//! No read fails across the swap; writes are refused before it and accepted from it on; a
+//! broken new version is refused and the working one stays.
+
+use anyhow::{ensure, Context, Result};
+use keygate_proto::etcdserverpb::{PutRequest, RangeRequest};
+use keygate_tests::plugins::plugins_dir;
+use keygate_tests::{EtcdCluster, Keygate};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Copies `from` over `to` atomically (a rename), as a deployment would.
+fn install(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).with_context(|| format!("copying {}", from.display()))?;
+    std::fs::rename(&tmp, to)?;
+    Ok(())
+}
+
+async fn put_allowed(
+    kv: &mut keygate_proto::etcdserverpb::kv_client::KvClient<tonic::transport::Channel>,
+) -> Result<bool> {
+    let put = PutRequest {
+        key: b"reload/k".as_slice().into(),
+        value: b"v".as_slice().into(),
+        ..Default::default()
+    };
+    match kv.put(put).await {
+        Ok(_) => Ok(true),
+        Err(status) if status.code() == tonic::Code::PermissionDenied => Ok(false),
+        Err(status) => anyhow::bail!("put failed unexpectedly: {status:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn swapping_a_plugin_under_load_changes_decisions_without_failures() -> Result<()> {
+    let built = plugins_dir()?;
+    let etcd = EtcdCluster::start(1).await?;
+    let dir = tempfile::tempdir()?;
+    let live = dir.path().join("authorizer.wasm");
+    install(&built.join("read_only.wasm"), &live)?;
+    // Anonymous callers (name "") may only read, under read-only; faulty allows them anything.
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins]\nreload_interval_ms = 100\n[[plugins.authorizers]]\npath = {:?}\n\
+             config = {{ identities = [\"\"] }}\n",
+            live.display().to_string()
+        ),
+    )?;
+    let kg = Keygate::start(
+        &etcd.client_urls(),
+        &["--config", config.to_str().unwrap_or_default()],
+    )
+    .await?;
+    let clients = kg.clients().await?;
+    let mut kv = clients.kv.clone();
+    ensure!(
+        !put_allowed(&mut kv).await?,
+        "read-only must refuse the put"
+    );
+
+    // Readers run throughout; any failure is counted.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (stop, reads, failures) = (stop.clone(), reads.clone(), failures.clone());
+        let mut kv = clients.kv.clone();
+        readers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let get = RangeRequest {
+                    key: b"reload/k".as_slice().into(),
+                    serializable: true,
+                    ..Default::default()
+                };
+                match kv.range(get).await {
+                    Ok(_) => reads.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failures.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    install(&built.join("faulty.wasm"), &live)?;
+    let swapped = Instant::now();
+    let mut allowed = false;
+    while swapped.elapsed() < Duration::from_secs(10) {
+        if put_allowed(&mut kv).await? {
+            allowed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure!(
+        allowed,
+        "the new version never took over; keygate:\n{}",
+        kg.log_tail(20)
+    );
+    // From the swap on, the decision stays changed.
+    for _ in 0..20 {
+        ensure!(
+            put_allowed(&mut kv).await?,
+            "a put was refused after the swap"
+        );
+    }
+
+    // A broken version is refused; the working one stays.
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm but not a component")?;
+    install(&broken, &live)?;
+    let refused = Instant::now();
+    while !kg.log_tail(50).contains("new plugin version refused") {
+        ensure!(
+            refused.elapsed() < Duration::from_secs(10),
+            "no refusal logged:\n{}",
+            kg.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(put_allowed(&mut kv).await?, "the working version must stay");
+
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.await?;
+    }
+    let (reads, failures) = (
+        reads.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed),
+    );
+    ensure!(
+        reads > 0 && failures == 0,
+        "reads {reads}, failures {failures}"
+    );
+    Ok(())
+}
