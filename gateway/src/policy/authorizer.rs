@@ -98,6 +98,12 @@ pub struct Plugin {
     idle: Mutex<Vec<Instance>>,
     max_idle: usize,
     metrics: PluginMetrics,
+    /// This plugin's series, resolved once: a label lookup per call would cost more than the
+    /// call.
+    calls: prometheus::IntCounter,
+    latency: prometheus::Histogram,
+    /// Decisions: allow, deny, allow_in_namespace, failure.
+    pub decisions: [prometheus::IntCounter; 4],
 }
 
 impl Plugin {
@@ -154,6 +160,12 @@ impl Plugin {
             idle: Mutex::new(Vec::new()),
             max_idle: config.instances.max(1),
             metrics: metrics.clone(),
+            calls: metrics
+                .calls
+                .with_label_values(&[name.as_str(), "authorize"]),
+            latency: metrics.latency.with_label_values(&[name.as_str()]),
+            decisions: ["allow", "deny", "allow_in_namespace", "failure"]
+                .map(|d| metrics.decisions.with_label_values(&[name.as_str(), d])),
         };
         let first = plugin
             .instantiate()
@@ -208,10 +220,7 @@ impl Plugin {
     /// instance — is returned as such and the instance is discarded.
     pub fn authorize(&self, who: &wit::Identity, what: &wit::Request) -> Result<Decision, Failure> {
         let started = Instant::now();
-        self.metrics
-            .calls
-            .with_label_values(&[self.name.as_str(), "authorize"])
-            .inc();
+        self.calls.inc();
         let result = self.acquire().and_then(|mut instance| {
             instance.store.set_epoch_deadline(self.deadline_ticks);
             match instance
@@ -225,10 +234,7 @@ impl Plugin {
                 Err(e) => Err(classify(&instance.store, &e)),
             }
         });
-        self.metrics
-            .latency
-            .with_label_values(&[&self.name])
-            .observe(started.elapsed().as_secs_f64());
+        self.latency.observe(started.elapsed().as_secs_f64());
         if let Err(failure) = &result {
             let kind = failure.kind();
             self.metrics
