@@ -89,6 +89,8 @@ impl Gateway {
         self.identify(method, request)?;
         match &self.policy {
             None => Ok(()),
+            // Authenticate is how an anonymous caller becomes someone; etcd checks it.
+            Some(_) if std::ptr::eq(method, &method::AUTHENTICATE) => Ok(()),
             Some(policy) => self.authorize(
                 policy,
                 &Description::of(method, request.get_ref()),
