@@ -4,10 +4,13 @@
 
 pub mod cpu;
 pub mod fanout;
+pub mod issue_targets;
+pub mod markdown;
 pub mod report;
+mod target;
+mod window;
 pub mod workload;
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,12 +19,13 @@ use bytes::Bytes;
 use clap::Parser;
 use keygate_proto::etcdserverpb::kv_client::KvClient;
 use keygate_proto::etcdserverpb::{CompactionRequest, PutRequest, RangeRequest};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::watch::prefix_end;
-use crate::{EtcdCluster, GrpcProxy, Keygate};
+use crate::EtcdCluster;
 use report::{Measure, ModeReport};
-use workload::{Data, Op, KEY_PREFIX, MEASURE, STOP, WATCH_KEY};
+use target::{connect, start_target};
+use window::{run_closed, run_watch};
+use workload::{Data, Op};
 
 /// Every mode, in run order.
 pub const ALL_MODES: &[&str] = &[
@@ -96,97 +100,6 @@ pub struct Options {
     /// `<!-- loadgen:begin -->` and `<!-- loadgen:end -->` when the file has one).
     #[arg(long)]
     pub markdown: Option<std::path::PathBuf>,
-}
-
-/// One measured target: where the clients connect and which processes do the serving.
-struct Target {
-    name: &'static str,
-    endpoints: Vec<String>,
-    /// Every server process: etcd members plus the proxy, if any.
-    pids: Vec<u32>,
-    /// The proxy's process (grpc-proxy or keygate), counted in `pids` too.
-    proxy_pid: Option<u32>,
-}
-
-/// The proxy process behind a target, stopped after its measurement.
-enum Running {
-    Nothing,
-    Proxy(GrpcProxy),
-    Keygate(Keygate),
-}
-
-impl Running {
-    async fn stop(self) {
-        match self {
-            Running::Nothing => {}
-            Running::Proxy(p) => drop(p),
-            Running::Keygate(mut k) => {
-                if let Err(e) = k.stop().await {
-                    eprintln!("loadgen: stopping keygate: {e:#}");
-                }
-            }
-        }
-    }
-}
-
-async fn start_target(
-    name: &str,
-    urls: &[String],
-    etcd_pids: &[u32],
-    opts: &Options,
-) -> Result<(Target, Running)> {
-    let mut pids = etcd_pids.to_vec();
-    match name {
-        "etcd" => Ok((
-            Target {
-                name: "etcd",
-                endpoints: urls.to_vec(),
-                pids,
-                proxy_pid: None,
-            },
-            Running::Nothing,
-        )),
-        "grpc-proxy" => {
-            let p = GrpcProxy::start(urls).await?;
-            let listen = format!("--listen-addr={}", p.addr());
-            let proxy_pid = cpu::find_pid(&["grpc-proxy", &listen]);
-            match proxy_pid {
-                Some(pid) => pids.push(pid),
-                None => eprintln!("loadgen: grpc-proxy PID not found; its CPU is not counted"),
-            }
-            Ok((
-                Target {
-                    name: "grpc-proxy",
-                    endpoints: vec![p.endpoint()],
-                    pids,
-                    proxy_pid,
-                },
-                Running::Proxy(p),
-            ))
-        }
-        _ => {
-            let name: &'static str = if name == "keygate" {
-                "keygate"
-            } else {
-                "keygate-no-mirror"
-            };
-            let mut extra: Vec<&str> = opts.keygate_args.split_whitespace().collect();
-            if name == "keygate-no-mirror" {
-                extra.push("--no-mirror");
-            }
-            let k = Keygate::start(urls, &extra).await?;
-            pids.extend(k.pid());
-            Ok((
-                Target {
-                    name,
-                    endpoints: vec![k.endpoint()],
-                    pids,
-                    proxy_pid: k.pid(),
-                },
-                Running::Keygate(k),
-            ))
-        }
-    }
 }
 
 /// Entry point of the `loadgen` binary.
@@ -309,7 +222,7 @@ async fn run(opts: Options) -> Result<()> {
         reports.push(report);
     }
 
-    let header = report::RunInfo {
+    let header = markdown::RunInfo {
         date: started,
         command,
         machine,
@@ -321,11 +234,11 @@ async fn run(opts: Options) -> Result<()> {
         duration: opts.duration,
         warmup: opts.warmup,
     };
-    let targets_table = report::targets_table(&reports);
-    println!("{}", report::targets_text(&targets_table));
+    let targets_table = issue_targets::targets_table(&reports);
+    println!("{}", issue_targets::targets_text(&targets_table));
     if let Some(path) = &opts.markdown {
-        let section = report::markdown(&header, &reports, &targets_table);
-        report::write_markdown(path, &section)?;
+        let section = markdown::markdown(&header, &reports, &targets_table);
+        markdown::write_markdown(path, &section)?;
         eprintln!("loadgen: wrote {}", path.display());
     }
     drop(cluster);
@@ -349,27 +262,6 @@ fn describe(mode: &str, o: &Options) -> String {
             o.keys, o.mixed_watchers
         ),
     }
-}
-
-async fn connect(url: &str) -> Result<Channel> {
-    Endpoint::from_shared(url.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {url}"))
-}
-
-async fn connect_all(target: &Target, conns: usize) -> Result<Vec<Channel>> {
-    let mut channels = Vec::with_capacity(conns);
-    for i in 0..conns {
-        channels.push(connect(&target.endpoints[i % target.endpoints.len()]).await?);
-    }
-    Ok(channels)
-}
-
-fn kv_client(ch: &Channel) -> KvClient<Channel> {
-    KvClient::new(ch.clone()).max_decoding_message_size(64 << 20)
 }
 
 async fn preload(kv: &mut KvClient<Channel>, data: &Data) -> Result<()> {
@@ -405,265 +297,6 @@ async fn compact(kv: &mut KvClient<Channel>) -> Result<()> {
     })
     .await?;
     Ok(())
-}
-
-/// Samples of every CPU counter at the edges of a measured window.
-struct CpuSample {
-    server: f64,
-    proxy: f64,
-    client: f64,
-    machine: Option<(u64, u64)>,
-}
-
-impl CpuSample {
-    fn take(t: &Target, ticks: f64) -> Self {
-        Self {
-            server: cpu::cpu_seconds(&t.pids, ticks),
-            proxy: t
-                .proxy_pid
-                .map(|p| cpu::cpu_seconds(&[p], ticks))
-                .unwrap_or(0.0),
-            client: cpu::self_cpu_seconds(ticks),
-            machine: cpu::machine_jiffies(),
-        }
-    }
-
-    fn fill(&self, end: &CpuSample, m: &mut Measure) {
-        m.server_cpu_s = end.server - self.server;
-        m.proxy_cpu_s = end.proxy - self.proxy;
-        m.client_cpu_s = end.client - self.client;
-        if let (Some((b0, t0)), Some((b1, t1))) = (self.machine, end.machine) {
-            if t1 > t0 {
-                m.machine_busy_pct = Some(100.0 * (b1 - b0) as f64 / (t1 - t0) as f64);
-            }
-        }
-    }
-}
-
-async fn run_closed(
-    target: &Target,
-    op: Op,
-    opts: &Options,
-    data: &Arc<Data>,
-    ticks: f64,
-) -> Result<Measure> {
-    let channels = connect_all(target, opts.conns).await?;
-    let phase = Arc::new(AtomicU8::new(workload::WARMUP));
-    let mut tasks = Vec::with_capacity(opts.clients);
-    for i in 0..opts.clients {
-        tasks.push(tokio::spawn(workload::client_task(
-            kv_client(&channels[i % channels.len()]),
-            op,
-            data.clone(),
-            phase.clone(),
-            0x6b65_7967_6174_6500 ^ i as u64,
-        )));
-    }
-    // Mixed mode: watchers kept open through the target on the whole key prefix.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let watch_events = Arc::new(AtomicU64::new(0));
-    let mut watch_tasks = Vec::new();
-    if op == Op::Mixed && opts.mixed_watchers > 0 {
-        let streams = opts.mixed_watchers.min(opts.conns).max(1);
-        for s in 0..streams {
-            let count =
-                opts.mixed_watchers / streams + usize::from(s < opts.mixed_watchers % streams);
-            let (tx, mut stream, _) = fanout::open_stream(
-                channels[s % channels.len()].clone(),
-                Bytes::from_static(KEY_PREFIX.as_bytes()),
-                prefix_end(KEY_PREFIX.as_bytes()),
-                0,
-                count,
-                Duration::from_secs(30),
-            )
-            .await
-            .context("opening mixed-mode watchers")?;
-            let events = watch_events.clone();
-            let mut stop = stop_rx.clone();
-            watch_tasks.push(tokio::spawn(async move {
-                let _tx = tx;
-                loop {
-                    tokio::select! {
-                        m = stream.message() => match m {
-                            Ok(Some(r)) => { events.fetch_add(r.events.len() as u64, Ordering::Relaxed); }
-                            _ => break,
-                        },
-                        _ = stop.changed() => break,
-                    }
-                }
-            }));
-        }
-    }
-    tokio::time::sleep(Duration::from_secs_f64(opts.warmup)).await;
-    let cpu0 = CpuSample::take(target, ticks);
-    let events0 = watch_events.load(Ordering::Relaxed);
-    let t0 = Instant::now();
-    phase.store(MEASURE, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs_f64(opts.duration)).await;
-    phase.store(STOP, Ordering::Relaxed);
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu1 = CpuSample::take(target, ticks);
-    let events = watch_events.load(Ordering::Relaxed) - events0;
-    let _ = stop_tx.send(true);
-    let mut m = Measure::new(target.name);
-    m.secs = secs;
-    cpu0.fill(&cpu1, &mut m);
-    for t in tasks {
-        let r = t.await?;
-        m.hist.add(&r.hist).ok();
-        m.ops += r.ops;
-        m.errors += r.errors;
-        if m.first_error.is_none() {
-            m.first_error = r.first_error;
-        }
-    }
-    for t in watch_tasks {
-        let _ = t.await;
-    }
-    if op == Op::Mixed && opts.mixed_watchers > 0 {
-        m.notes = format!(
-            "{} watch events delivered to {} watchers",
-            events, opts.mixed_watchers
-        );
-    }
-    Ok(m)
-}
-
-async fn run_watch(
-    target: &Target,
-    opts: &Options,
-    direct: &KvClient<Channel>,
-    epoch: Instant,
-    ticks: f64,
-) -> Result<Measure> {
-    let channels = connect_all(target, opts.conns).await?;
-    let mut direct = direct.clone();
-    let key = Bytes::from_static(WATCH_KEY.as_bytes());
-    let rev0 = direct
-        .range(RangeRequest {
-            key: key.clone(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .header
-        .map(|h| h.revision)
-        .ok_or_else(|| anyhow!("no header"))?;
-    let rss0: u64 = target.pids.iter().filter_map(|&p| cpu::rss_bytes(p)).sum();
-    let streams = opts.watch_streams.max(1).min(opts.watchers.max(1));
-    let created_at = Instant::now();
-    let opens = (0..streams).map(|s| {
-        let count = opts.watchers / streams + usize::from(s < opts.watchers % streams);
-        fanout::open_stream(
-            channels[s % channels.len()].clone(),
-            key.clone(),
-            Bytes::new(),
-            rev0 + 1,
-            count,
-            Duration::from_secs(120),
-        )
-    });
-    let opened = futures::future::join_all(opens).await;
-    let create_secs = created_at.elapsed().as_secs_f64();
-    let mut open_streams = Vec::new();
-    for o in opened {
-        open_streams.push(o.context("creating watchers")?);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss1: u64 = target.pids.iter().filter_map(|&p| cpu::rss_bytes(p)).sum();
-
-    let (total_tx, total_rx) = tokio::sync::watch::channel(u64::MAX);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let readers: Vec<_> = open_streams
-        .into_iter()
-        .map(|(tx, stream, ids)| {
-            tokio::spawn(fanout::read_stream(
-                tx,
-                stream,
-                ids,
-                epoch,
-                total_rx.clone(),
-                stop_rx.clone(),
-            ))
-        })
-        .collect();
-
-    let cpu0 = CpuSample::take(target, ticks);
-    let t0 = Instant::now();
-    let mut interval = tokio::time::interval(Duration::from_millis(opts.watch_interval_ms.max(1)));
-    let mut puts = 0u64;
-    let mut put_errors = 0u64;
-    let mut first_error = None;
-    while t0.elapsed().as_secs_f64() < opts.duration {
-        interval.tick().await;
-        let value = fanout::encode_value(puts, epoch, opts.value_size);
-        match direct
-            .put(PutRequest {
-                key: key.clone(),
-                value,
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(_) => puts += 1,
-            Err(s) => {
-                // A failed put may or may not have been applied: watchers would see a gap.
-                put_errors += 1;
-                first_error.get_or_insert_with(|| format!("put: {s}"));
-                break;
-            }
-        }
-    }
-    let _ = total_tx.send(puts);
-    let all = futures::future::join_all(readers);
-    tokio::pin!(all);
-    let results = tokio::select! {
-        r = &mut all => r,
-        _ = tokio::time::sleep(Duration::from_secs(15)) => {
-            let _ = stop_tx.send(true);
-            all.await
-        }
-    };
-    drop(total_tx);
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu1 = CpuSample::take(target, ticks);
-    let mut m = Measure::new(target.name);
-    m.secs = secs;
-    cpu0.fill(&cpu1, &mut m);
-    m.errors = put_errors;
-    m.first_error = first_error;
-    let (mut missed, mut dup, mut ooo, mut canceled) = (0, 0, 0, 0);
-    for r in results {
-        let r = r?;
-        m.hist.add(&r.hist).ok();
-        m.ops += r.events;
-        missed += r.missed;
-        dup += r.duplicated;
-        ooo += r.out_of_order;
-        canceled += r.canceled;
-        if let Some(e) = r.error {
-            m.errors += 1;
-            m.first_error.get_or_insert(e);
-        }
-    }
-    m.errors += missed + dup + ooo + canceled;
-    m.watch = Some(report::WatchCheck {
-        puts,
-        expected: puts * opts.watchers as u64,
-        missed,
-        duplicated: dup,
-        out_of_order: ooo,
-        canceled,
-    });
-    m.notes = format!(
-        "{} puts; {} watchers created in {:.2} s; server RSS {:+.1} MiB after creating them ({:.0} B/watcher); missed {missed}, duplicated {dup}, out of order {ooo}, canceled {canceled}",
-        puts,
-        opts.watchers,
-        create_secs,
-        (rss1 as f64 - rss0 as f64) / 1048576.0,
-        (rss1 as f64 - rss0 as f64) / opts.watchers.max(1) as f64,
-    );
-    Ok(m)
 }
 
 fn etcd_version() -> String {
