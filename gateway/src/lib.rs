@@ -69,6 +69,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let policy = policy::Policy::load(&config.plugins, &metrics.plugins)
         .context("plugins.authorizers")?
         .map(Arc::new);
+    let audit = policy::audit::Audit::start(&config.plugins.audit, &metrics.plugins)
+        .context("plugins.audit")?
+        .map(Arc::new);
     let gw = Arc::new(pipeline::Gateway {
         pool: pool.clone(),
         metrics,
@@ -79,6 +82,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         leases,
         identity: identity::Identifier::new(&config.identity, identity_metrics),
         policy,
+        audit: audit.clone(),
     });
 
     if let Some(policy) = &gw.policy {
@@ -105,6 +109,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining in-flight requests");
     trigger.trigger();
     serving.await.context("server task")?;
+    if let Some(audit) = &audit {
+        audit.flush().await;
+    }
     tracing::info!("keygate stopped");
     Ok(())
 }

@@ -11,6 +11,7 @@ use crate::lease::LeaseHub;
 use crate::method::{self, Method};
 use crate::metrics::{Metrics, RpcTimer};
 use crate::mirror::{Declined, Mirror};
+use crate::policy::audit::{Audit, Pending};
 use crate::policy::stream::{Screen, Screened};
 use crate::policy::Policy;
 use crate::relay::{client_messages, relay_when_open, Opening, Relay};
@@ -54,6 +55,8 @@ pub struct Gateway {
     pub identity: Identifier,
     /// The authorizer chain; `None` (no plugin configured) skips the phase.
     pub policy: Option<Arc<Policy>>,
+    /// The audit pipeline; `None` (no auditor configured) skips it.
+    pub audit: Option<Arc<Audit>>,
 }
 
 impl Gateway {
@@ -71,12 +74,25 @@ impl Gateway {
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let timer = self.metrics.grpc.start(method);
+        let audit = self
+            .audit
+            .as_ref()
+            .map(|_| Audit::begin(method, request.get_ref()));
         if let Err(status) = self.admit(method, &mut request) {
             timer.finish(status.code());
+            let who = request.extensions().get::<Identity>();
+            self.account(audit, who, "deny", Err(&status), "keygate")
+                .await;
             return Err(status);
         }
+        let who = audit
+            .as_ref()
+            .and_then(|_| request.extensions().get::<Identity>().cloned());
         let result = self.forward(method, request, call).await;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+        let outcome = result.as_ref().map(|r| r.get_ref().revision());
+        self.account(audit, who.as_ref(), "allow", outcome, "upstream")
+            .await;
         result
     }
 
@@ -133,10 +149,18 @@ impl Gateway {
         mut request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let timer = self.metrics.grpc.start(&method::RANGE);
+        let audit = (self.audit.as_ref()).map(|_| Audit::begin(&method::RANGE, request.get_ref()));
         if let Err(status) = self.admit(&method::RANGE, &mut request) {
             timer.finish(status.code());
+            let who = request.extensions().get::<Identity>();
+            self.account(audit, who, "deny", Err(&status), "keygate")
+                .await;
             return Err(status);
         }
+        let who = audit
+            .as_ref()
+            .and_then(|_| request.extensions().get::<Identity>().cloned());
+        let mut served_by = "upstream";
         let consistency = if request.get_ref().serializable {
             "serializable"
         } else {
@@ -149,6 +173,7 @@ impl Gateway {
                     .reads
                     .with_label_values(&[consistency, "mirror", ""])
                     .inc();
+                served_by = "mirror";
                 Ok(Response::new(response))
             }
             Err(declined) => {
@@ -168,7 +193,27 @@ impl Gateway {
             }
         };
         timer.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+        let outcome = result.as_ref().map(|r| r.get_ref().revision());
+        self.account(audit, who.as_ref(), "allow", outcome, served_by)
+            .await;
         result
+    }
+
+    /// Phase 8, account (its audit half; metrics are kept by the timers): the request's event
+    /// to the audit pipeline, when an auditor is configured.
+    async fn account(
+        &self,
+        pending: Option<Pending>,
+        who: Option<&Identity>,
+        decision: &'static str,
+        outcome: Result<Option<i64>, &Status>,
+        served_by: &'static str,
+    ) {
+        if let (Some(audit), Some(pending)) = (&self.audit, pending) {
+            audit
+                .finish(pending, who, decision, outcome, served_by)
+                .await;
+        }
     }
 
     async fn read_from_mirror(

@@ -315,3 +315,73 @@ fn authorize_call_cost() {
     assert!(median < Duration::from_micros(50), "median {median:?}");
     let _ = Failure::Deadline;
 }
+
+/// The audit pipeline on its own: every event reaches the auditor, records are written and the
+/// file rotates; with on_full = "drop", a flood past the queue is counted, never silent.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_batches_write_rotate_and_count_drops() {
+    use keygate::config::AuditConfig;
+    use keygate::policy::audit::Audit;
+    let dir = std::env::temp_dir().join(format!("kg-audit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let out = dir.join("audit.jsonl");
+    let (_registry, metrics) = metrics();
+    let config = AuditConfig {
+        path: plugins()
+            .join("audit_jsonl.wasm")
+            .to_string_lossy()
+            .into_owned(),
+        output: out.to_string_lossy().into_owned(),
+        rotate_bytes: 2000,
+        ..AuditConfig::default()
+    };
+    let audit = Audit::start(&config, &metrics)
+        .expect("starts")
+        .expect("some");
+    let anyone = who("anyone");
+    let put = PutRequest {
+        key: b"/k".as_slice().into(),
+        ..Default::default()
+    };
+    for _ in 0..50 {
+        let pending = Audit::begin(&method::PUT, &put);
+        audit
+            .finish(pending, Some(&anyone), "allow", Ok(Some(7)), "upstream")
+            .await;
+    }
+    audit.flush().await;
+    assert_eq!(
+        metrics.audit_events.with_label_values(&["batched"]).get(),
+        50
+    );
+    let current = std::fs::read_to_string(&out).expect("audit file");
+    let rotated = std::fs::read_to_string(dir.join("audit.jsonl.1")).expect("rotated file");
+    assert!(current.len() <= 2000 + 400 && !rotated.is_empty());
+    assert!(current.lines().all(|l| l.contains("\"name\":\"anyone\"")));
+
+    let dropping = AuditConfig {
+        output: dir.join("dropping.jsonl").to_string_lossy().into_owned(),
+        queue: 1,
+        on_full: "drop".into(),
+        ..config
+    };
+    let (_registry, metrics) = self::metrics();
+    let audit = Audit::start(&dropping, &metrics)
+        .expect("starts")
+        .expect("some");
+    for _ in 0..2000 {
+        let pending = Audit::begin(&method::PUT, &put);
+        audit
+            .finish(pending, Some(&anyone), "allow", Ok(None), "upstream")
+            .await;
+    }
+    audit.flush().await;
+    let batched = metrics.audit_events.with_label_values(&["batched"]).get();
+    let dropped = metrics.audit_events.with_label_values(&["dropped"]).get();
+    assert_eq!(
+        batched + dropped,
+        2000,
+        "batched {batched}, dropped {dropped}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -240,3 +240,66 @@ async fn a_plugin_whose_init_fails_stops_keygate_with_its_reason() -> Result<()>
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_jsonl_writes_one_record_per_request() -> Result<()> {
+    let pki = TestPki::new("audit")?;
+    let etcd = EtcdCluster::start(1).await?;
+    let log = pki.dir().join("audit.jsonl");
+    let plugins = format!(
+        "[[plugins.authorizers]]\npath = {}\nconfig = {{ identities = [\"viewer\"] }}\n\
+         [plugins.audit]\npath = {}\noutput = {:?}\nconfig = {{ key_segments = 2 }}\n",
+        plugin_path("read_only")?,
+        plugin_path("audit_jsonl")?,
+        log.display().to_string(),
+    );
+    let mut kg = keygate(&pki, &etcd, &plugins).await?;
+    let alice = As::new(&kg, &pki, &pki.client("alice", "alice")?)?;
+    let viewer = As::new(&kg, &pki, &pki.client("viewer", "viewer")?)?;
+    alice.ok(&["put", "/app/config/x", "12345"]).await?;
+    alice.ok(&["get", "/app/config/x"]).await?;
+    viewer.denied(&["put", "/app/config/y", "v"]).await?;
+    viewer
+        .ok(&["get", "/app/config/x", "--consistency=s"])
+        .await?;
+    // SIGTERM: keygate drains, then flushes the audit queue before it exits.
+    kg.stop().await?;
+    let text = std::fs::read_to_string(&log).context("audit log")?;
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("audit records are JSON lines")?;
+    let summary: Vec<(String, String, String, u64)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["identity"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                r["method"].as_str().unwrap_or_default().to_string(),
+                r["decision"].as_str().unwrap_or_default().to_string(),
+                r["status_code"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, String, u64)> = [
+        ("alice", "Put", "allow", 0),
+        ("alice", "Range", "allow", 0),
+        ("viewer", "Put", "deny", 7),
+        ("viewer", "Range", "allow", 0),
+    ]
+    .iter()
+    .map(|(w, m, d, c)| (w.to_string(), m.to_string(), d.to_string(), *c))
+    .collect();
+    ensure!(summary == expected, "audit records: {text}");
+    let put = &records[0];
+    ensure!(
+        put["ranges"][0]["key"] == "/app/…" && put["value_bytes"] == 5,
+        "{put}"
+    );
+    ensure!(put["revision"].as_i64().unwrap_or(0) > 0, "{put}");
+    ensure!(records[3]["served_by"] == "mirror", "{}", records[3]);
+    Ok(())
+}

@@ -7,7 +7,7 @@ mod tls;
 mod validate;
 
 pub use cli::{Cli, Command, PluginCommand, ServeArgs};
-pub use plugins::{PluginConfig, PluginsConfig};
+pub use plugins::{AuditConfig, PluginConfig, PluginsConfig};
 pub use tls::{BearerToken, IdentityConfig, ServerTlsConfig, UpstreamTlsConfig};
 
 use serde::Deserialize;

@@ -15,6 +15,50 @@ pub struct PluginsConfig {
     /// Authorizers, asked in this order for every RPC; the first deny wins. Empty: no
     /// authorization beyond etcd's own.
     pub authorizers: Vec<PluginConfig>,
+    /// The audit pipeline: every request's record through an auditor plugin.
+    pub audit: AuditConfig,
+}
+
+/// [plugins.audit]: an auditor plugin turns batches of request events into the records keygate
+/// writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The auditor plugin (.wasm); empty: no audit.
+    pub path: String,
+    /// Passed to the auditor's init as JSON.
+    pub config: toml::Table,
+    /// Where records go: "stdout" or a file path (JSON lines).
+    pub output: String,
+    /// Rotate the output file when it reaches this size (the old one becomes FILE.1); 0: never.
+    pub rotate_bytes: u64,
+    /// Events waiting for the auditor, at most.
+    pub queue: usize,
+    /// Events handed to the auditor in one call, at most.
+    pub batch: usize,
+    /// When the queue is full: "block" the request until there is room, or "drop" the event
+    /// and count it (keygate_audit_dropped_total).
+    pub on_full: String,
+    /// Linear memory cap of the auditor, in MiB.
+    pub memory_mib: u64,
+    /// Time limit of one batch call, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            path: String::new(),
+            config: toml::Table::new(),
+            output: "stdout".into(),
+            rotate_bytes: 0,
+            queue: 10000,
+            batch: 256,
+            on_full: "block".into(),
+            memory_mib: 64,
+            timeout_ms: 100,
+        }
+    }
 }
 
 impl Default for PluginsConfig {
@@ -23,6 +67,7 @@ impl Default for PluginsConfig {
             cache_dir: String::new(),
             reload_interval_ms: 1000,
             authorizers: Vec::new(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -99,6 +99,19 @@ impl Config {
                 ));
             }
         }
+        let audit = &self.plugins.audit;
+        if !matches!(audit.on_full.as_str(), "block" | "drop") {
+            return Err(invalid(
+                "plugins.audit.on_full",
+                format!("{:?}: expected \"block\" or \"drop\"", audit.on_full),
+            ));
+        }
+        if audit.queue == 0 || audit.batch == 0 || audit.output.is_empty() {
+            return Err(invalid(
+                "plugins.audit.queue",
+                "queue and batch must be greater than 0, and output not empty",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
         Ok(())

@@ -18,6 +18,9 @@ pub struct PluginMetrics {
     pub latency: HistogramVec,
     /// The plugins' own counters (host import `count`), by plugin and name.
     pub counters: IntCounterVec,
+    /// Audit events: by what became of them (written, dropped because the queue was full,
+    /// lost because the auditor failed on their batch).
+    pub audit_events: IntCounterVec,
 }
 
 fn counter(
@@ -81,6 +84,7 @@ impl PluginMetrics {
                 "Counters a plugin reports through the host's count import.",
                 &["plugin", "name"],
             )?,
+            audit_events: counter(r, "keygate_audit_events_total", "Audit events by fate: batched (handed to the auditor), dropped (queue full), failed (the auditor failed on their batch).", &["fate"])?,
             latency,
         })
     }

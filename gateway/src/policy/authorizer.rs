@@ -33,6 +33,17 @@ pub struct HostState {
     out_of_memory: bool,
 }
 
+impl HostState {
+    pub(super) fn new(plugin: &str, metrics: &PluginMetrics, memory_cap: usize) -> Self {
+        HostState {
+            plugin: plugin.to_string(),
+            metrics: metrics.clone(),
+            memory_cap,
+            out_of_memory: false,
+        }
+    }
+}
+
 impl bindings::keygate::plugin::host::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
         let plugin = &self.plugin;
@@ -261,7 +272,7 @@ impl Plugin {
     }
 }
 
-fn classify(store: &Store<HostState>, e: &wasmtime::Error) -> Failure {
+pub(super) fn classify(store: &Store<HostState>, e: &wasmtime::Error) -> Failure {
     if store.data().out_of_memory {
         return Failure::Memory;
     }

@@ -6,6 +6,8 @@
 //! such a decision denies the request with a reason that says so, rather than letting a tenant
 //! at keys outside its prefix.
 
+pub mod audit;
+pub mod auditor;
 pub mod authorizer;
 pub mod check;
 mod convert;

@@ -1,0 +1,295 @@
+//! Phase 8's audit half: each request's event goes through a bounded queue to a worker thread,
+//! which hands them in batches to the auditor plugin and writes the records it returns (JSON
+//! lines) to stdout or a file with rotation. A full queue blocks the request or drops the
+//! event and counts it, as configured; an auditor that fails loses its batch, counted and
+//! logged, and never fails a request. `flush` writes everything queued before it.
+
+use super::auditor::Auditor;
+use super::authorizer::bindings::keygate::plugin::types as wit;
+use super::engine::PluginEngine;
+use super::{convert, PolicyError};
+use crate::config::AuditConfig;
+use crate::describe::{Describe, Description};
+use crate::identity::Identity;
+use crate::method::Method;
+use crate::metrics::PluginMetrics;
+use std::io::Write;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+/// One finished request.
+pub struct Event {
+    time_us: u64,
+    identity: Option<Identity>,
+    description: Description,
+    decision: &'static str,
+    status: Option<(u32, String)>,
+    revision: i64,
+    latency_us: u64,
+    served_by: &'static str,
+}
+
+/// A request being timed for its audit event.
+pub struct Pending {
+    time_us: u64,
+    started: Instant,
+    description: Description,
+}
+
+enum Msg {
+    Event(Box<Event>),
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct Audit {
+    tx: mpsc::Sender<Msg>,
+    drop_when_full: bool,
+    metrics: PluginMetrics,
+}
+
+impl Audit {
+    /// Loads the auditor and starts the worker; `None` when no auditor is configured.
+    pub fn start(
+        config: &AuditConfig,
+        metrics: &PluginMetrics,
+    ) -> Result<Option<Audit>, PolicyError> {
+        if config.path.is_empty() {
+            return Ok(None);
+        }
+        let engine = PluginEngine::new("")?;
+        let auditor = Auditor::load(&engine.engine, config, metrics)?;
+        let output = Output::open(&config.output, config.rotate_bytes)
+            .map_err(|e| PolicyError::Engine(format!("audit output {}: {e}", config.output)))?;
+        let (tx, rx) = mpsc::channel(config.queue);
+        let worker = Worker {
+            rx,
+            auditor,
+            output,
+            batch: config.batch,
+            metrics: metrics.clone(),
+            _engine: engine,
+        };
+        std::thread::Builder::new()
+            .name("audit".into())
+            .spawn(move || worker.run())
+            .map_err(|e| PolicyError::Engine(e.to_string()))?;
+        Ok(Some(Audit {
+            tx,
+            drop_when_full: config.on_full == "drop",
+            metrics: metrics.clone(),
+        }))
+    }
+
+    /// Starts timing a request.
+    pub fn begin<T: Describe>(method: &'static Method, message: &T) -> Pending {
+        Pending {
+            time_us: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+            started: Instant::now(),
+            description: Description::of(method, message),
+        }
+    }
+
+    /// Queues the event of a finished request.
+    pub async fn finish(
+        &self,
+        pending: Pending,
+        identity: Option<&Identity>,
+        decision: &'static str,
+        outcome: Result<Option<i64>, &Status>,
+        served_by: &'static str,
+    ) {
+        let event = Event {
+            time_us: pending.time_us,
+            identity: identity.cloned(),
+            description: pending.description,
+            decision,
+            status: outcome
+                .as_ref()
+                .err()
+                .map(|s| (s.code() as u32, s.message().to_string())),
+            revision: outcome.ok().flatten().unwrap_or(0),
+            latency_us: pending.started.elapsed().as_micros() as u64,
+            served_by,
+        };
+        let msg = Msg::Event(Box::new(event));
+        if self.drop_when_full {
+            if self.tx.try_send(msg).is_err() {
+                self.metrics
+                    .audit_events
+                    .with_label_values(&["dropped"])
+                    .inc();
+            }
+        } else if self.tx.send(msg).await.is_err() {
+            self.metrics
+                .audit_events
+                .with_label_values(&["failed"])
+                .inc();
+        }
+    }
+
+    /// Returns once everything queued before it is written.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+struct Worker {
+    rx: mpsc::Receiver<Msg>,
+    auditor: Auditor,
+    output: Output,
+    batch: usize,
+    metrics: PluginMetrics,
+    _engine: PluginEngine,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut events = Vec::with_capacity(self.batch);
+        while let Some(first) = self.rx.blocking_recv() {
+            let mut flushes = Vec::new();
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Event(event) => events.push(*event),
+                    Msg::Flush(done) => flushes.push(done),
+                }
+                if events.len() < self.batch {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            self.write(&mut events);
+            for done in flushes {
+                let _ = done.send(());
+            }
+        }
+        self.write(&mut events);
+    }
+
+    fn write(&mut self, events: &mut Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let batch: Vec<wit::AuditEvent> = events.drain(..).map(to_wit).collect();
+        let fate = match self.auditor.on_batch(&batch) {
+            Ok(records) => {
+                for record in records {
+                    if let Err(e) = self.output.line(&record) {
+                        tracing::error!("audit output: {e}");
+                    }
+                }
+                if let Err(e) = self.output.flush() {
+                    tracing::error!("audit output: {e}");
+                }
+                "batched"
+            }
+            Err(failure) => {
+                tracing::error!(
+                    plugin = %self.auditor.name,
+                    events = batch.len(),
+                    "auditor failed, its batch is lost: {failure}"
+                );
+                "failed"
+            }
+        };
+        self.metrics
+            .audit_events
+            .with_label_values(&[fate])
+            .inc_by(batch.len() as u64);
+    }
+}
+
+fn to_wit(e: Event) -> wit::AuditEvent {
+    let anonymous = Identity {
+        source: crate::identity::Source::Anonymous,
+        name: String::new(),
+        cert: None,
+        peer: None,
+    };
+    let (status_code, status_message) = e.status.unwrap_or((0, String::new()));
+    wit::AuditEvent {
+        time_us: e.time_us,
+        identity: convert::identity(e.identity.as_ref().unwrap_or(&anonymous)),
+        request: convert::request(&e.description),
+        decision: e.decision.to_string(),
+        status_code,
+        status_message,
+        revision: e.revision,
+        latency_us: e.latency_us,
+        served_by: e.served_by.to_string(),
+    }
+}
+
+/// Where records are written.
+enum Output {
+    Stdout,
+    File {
+        path: String,
+        file: std::io::BufWriter<std::fs::File>,
+        written: u64,
+        rotate_bytes: u64,
+    },
+}
+
+impl Output {
+    fn open(target: &str, rotate_bytes: u64) -> std::io::Result<Self> {
+        if target == "stdout" {
+            return Ok(Output::Stdout);
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(target)?;
+        let written = file.metadata()?.len();
+        Ok(Output::File {
+            path: target.to_string(),
+            file: std::io::BufWriter::new(file),
+            written,
+            rotate_bytes,
+        })
+    }
+
+    fn line(&mut self, record: &str) -> std::io::Result<()> {
+        match self {
+            Output::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(record.as_bytes())?;
+                out.write_all(b"\n")
+            }
+            Output::File {
+                path,
+                file,
+                written,
+                rotate_bytes,
+            } => {
+                if *rotate_bytes > 0 && *written >= *rotate_bytes {
+                    file.flush()?;
+                    std::fs::rename(&*path, format!("{path}.1"))?;
+                    *file = std::io::BufWriter::new(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&*path)?,
+                    );
+                    *written = 0;
+                }
+                file.write_all(record.as_bytes())?;
+                file.write_all(b"\n")?;
+                *written += record.len() as u64 + 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Output::Stdout => std::io::stdout().flush(),
+            Output::File { file, .. } => file.flush(),
+        }
+    }
+}

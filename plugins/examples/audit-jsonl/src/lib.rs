@@ -1,0 +1,103 @@
+//! Audit to JSON lines: one record per request, for the configured methods (all when empty),
+//! with keys cut after `key_segments` "/"-separated segments when set (the rest becomes "…").
+//! Values never reach a plugin; only their total size does.
+//!
+//! Config: {"methods": ["Put", "DeleteRange", "Txn"], "key_segments": 2, "outcomes": "all" | "denied"}
+
+use keygate_plugin_sdk::auditor::{
+    export_auditor, Access, AuditEvent, Guest, IdentitySource, KeyRange,
+};
+use keygate_plugin_sdk::{parse_config, State};
+use serde_json::json;
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    methods: Vec<String>,
+    key_segments: Option<usize>,
+    outcomes: Outcomes,
+}
+
+#[derive(serde::Deserialize, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Outcomes {
+    #[default]
+    All,
+    Denied,
+}
+
+static CONFIG: State<Config> = State::new();
+
+fn key(bytes: &[u8], segments: Option<usize>) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let Some(keep) = segments else {
+        return text.into_owned();
+    };
+    let mut cut = String::new();
+    for (i, part) in text.split_inclusive('/').enumerate() {
+        if i == keep {
+            cut.push('…');
+            return cut;
+        }
+        cut.push_str(part);
+    }
+    cut
+}
+
+fn range(r: &KeyRange, segments: Option<usize>) -> serde_json::Value {
+    let access = match r.access {
+        Access::Read => "read",
+        Access::Write => "write",
+        Access::Watch => "watch",
+        Access::Compare => "compare",
+    };
+    json!({"key": key(&r.key, segments), "range_end": key(&r.range_end, segments), "access": access})
+}
+
+fn record(e: &AuditEvent, config: &Config) -> String {
+    let source = match e.identity.source {
+        IdentitySource::Anonymous => "anonymous",
+        IdentitySource::Certificate => "certificate",
+        IdentitySource::EtcdToken => "etcd_token",
+        IdentitySource::Bearer => "bearer",
+    };
+    let ranges: Vec<_> = e.request.ranges.iter().map(|r| range(r, config.key_segments)).collect();
+    json!({
+        "time_us": e.time_us,
+        "identity": {"source": source, "name": e.identity.name, "peer": e.identity.peer},
+        "method": e.request.method,
+        "service": e.request.service,
+        "ranges": ranges,
+        "value_bytes": e.request.value_bytes,
+        "lease": e.request.lease,
+        "decision": e.decision,
+        "status_code": e.status_code,
+        "status_message": e.status_message,
+        "revision": e.revision,
+        "latency_us": e.latency_us,
+        "served_by": e.served_by,
+    })
+    .to_string()
+}
+
+struct AuditJsonl;
+
+impl Guest for AuditJsonl {
+    fn init(config: String) -> Result<(), String> {
+        CONFIG.set(parse_config(&config)?)
+    }
+
+    fn on_batch(events: Vec<AuditEvent>) -> Vec<String> {
+        let Some(config) = CONFIG.get() else {
+            return Vec::new();
+        };
+        events
+            .iter()
+            .filter(|e| config.methods.is_empty() || config.methods.contains(&e.request.method))
+            .filter(|e| config.outcomes == Outcomes::All || e.status_code != 0)
+            .map(|e| record(e, config))
+            .collect()
+    }
+}
+
+export_auditor!(AuditJsonl);
