@@ -98,6 +98,16 @@ async fn members_are_discovered_and_used_after_the_configured_one_dies() -> Resu
         "keygate_upstream_member_healthy{{member=\"{}\"}}",
         cluster.endpoint(0)
     );
-    assert_eq!(metric(keygate.addr(), &dead).await?, Some(0.0));
+    // A write may succeed on a surviving member before the health check has marked the dead
+    // one: wait (bounded) for the mark.
+    poll_until(
+        Duration::from_secs(10),
+        "the dead member marked unhealthy",
+        || {
+            let (addr, dead) = (keygate.addr().to_string(), dead.clone());
+            async move { Ok(metric(&addr, &dead).await? == Some(0.0)) }
+        },
+    )
+    .await?;
     Ok(())
 }
