@@ -285,16 +285,31 @@ impl Gateway {
         Fut: Future<Output = Result<Response<Streaming<Resp>>, Status>>,
     {
         let timer = self.metrics.grpc.start(method);
+        let audit = self
+            .audit
+            .as_ref()
+            .map(|_| Audit::begin(method, request.get_ref()));
         if let Err(status) = self.admit(method, &mut request) {
             timer.finish(status.code());
+            let who = request.extensions().get::<Identity>();
+            self.account(audit, who, "deny", Err(&status), "keygate")
+                .await;
             return Err(status);
         }
+        let who = audit
+            .as_ref()
+            .and_then(|_| request.extensions().get::<Identity>().cloned());
+        // The stream's event says how it opened.
         match self.forward(method, request, call).await {
             Ok(response) => {
+                self.account(audit, who.as_ref(), "allow", Ok(None), "upstream")
+                    .await;
                 Ok(response.map(|upstream| self.relay(method, upstream, None, None, timer)))
             }
             Err(status) => {
                 timer.finish(status.code());
+                self.account(audit, who.as_ref(), "allow", Err(&status), "upstream")
+                    .await;
                 Err(status)
             }
         }
