@@ -39,6 +39,14 @@ pub type ClientStream<T> = tokio_stream::wrappers::ReceiverStream<T>;
 /// An upstream stream being opened.
 pub type Upstream<T> = futures::future::BoxFuture<'static, Result<Response<Streaming<T>>, Status>>;
 
+/// An RPC past phases 1 to 4: its timer running, its audit event (if any) begun, its caller
+/// known to the audit.
+struct Admitted {
+    timer: RpcTimer,
+    audit: Option<Pending>,
+    who: Option<Identity>,
+}
+
 /// What every RPC handler shares.
 pub struct Gateway {
     pub pool: Pool,
@@ -73,12 +81,23 @@ impl Gateway {
         F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
+        let admitted = self.begin(method, &mut request).await?;
+        let result = self.forward(method, request, call).await;
+        self.finish(admitted, &result, "upstream").await;
+        result
+    }
+
+    /// Phases 1 to 4 for a request of one message: the RPC's timer and audit event start, the
+    /// caller is identified, the request described and authorized. A refusal is accounted
+    /// here and returned.
+    async fn begin<T: Describe>(
+        &self,
+        method: &'static Method,
+        request: &mut Request<T>,
+    ) -> Result<Admitted, Status> {
         let timer = self.metrics.grpc.start(method);
-        let audit = self
-            .audit
-            .as_ref()
-            .map(|_| Audit::begin(method, request.get_ref()));
-        if let Err(status) = self.admit(method, &mut request) {
+        let audit = (self.audit.as_ref()).map(|_| Audit::begin(method, request.get_ref()));
+        if let Err(status) = self.admit(method, request) {
             timer.finish(status.code());
             let who = request.extensions().get::<Identity>();
             self.account(audit, who, "deny", Err(&status), "keygate")
@@ -88,12 +107,21 @@ impl Gateway {
         let who = audit
             .as_ref()
             .and_then(|_| request.extensions().get::<Identity>().cloned());
-        let result = self.forward(method, request, call).await;
+        Ok(Admitted { timer, audit, who })
+    }
+
+    /// Phase 8 for a unary RPC: its timer and its audit event get the outcome.
+    async fn finish<R: Revisioned>(
+        &self,
+        admitted: Admitted,
+        result: &Result<Response<R>, Status>,
+        served_by: &'static str,
+    ) {
+        let Admitted { timer, audit, who } = admitted;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
         let outcome = result.as_ref().map(|r| r.get_ref().revision());
-        self.account(audit, who.as_ref(), "allow", outcome, "upstream")
+        self.account(audit, who.as_ref(), "allow", outcome, served_by)
             .await;
-        result
     }
 
     /// Phases 2 to 4: identify the caller, describe the request, ask the authorizers.
@@ -148,18 +176,7 @@ impl Gateway {
         &self,
         mut request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        let timer = self.metrics.grpc.start(&method::RANGE);
-        let audit = (self.audit.as_ref()).map(|_| Audit::begin(&method::RANGE, request.get_ref()));
-        if let Err(status) = self.admit(&method::RANGE, &mut request) {
-            timer.finish(status.code());
-            let who = request.extensions().get::<Identity>();
-            self.account(audit, who, "deny", Err(&status), "keygate")
-                .await;
-            return Err(status);
-        }
-        let who = audit
-            .as_ref()
-            .and_then(|_| request.extensions().get::<Identity>().cloned());
+        let admitted = self.begin(&method::RANGE, &mut request).await?;
         let mut served_by = "upstream";
         let consistency = if request.get_ref().serializable {
             "serializable"
@@ -192,10 +209,7 @@ impl Gateway {
                 .await
             }
         };
-        timer.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
-        let outcome = result.as_ref().map(|r| r.get_ref().revision());
-        self.account(audit, who.as_ref(), "allow", outcome, served_by)
-            .await;
+        self.finish(admitted, &result, served_by).await;
         result
     }
 
@@ -284,21 +298,7 @@ impl Gateway {
         F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Streaming<Resp>>, Status>>,
     {
-        let timer = self.metrics.grpc.start(method);
-        let audit = self
-            .audit
-            .as_ref()
-            .map(|_| Audit::begin(method, request.get_ref()));
-        if let Err(status) = self.admit(method, &mut request) {
-            timer.finish(status.code());
-            let who = request.extensions().get::<Identity>();
-            self.account(audit, who, "deny", Err(&status), "keygate")
-                .await;
-            return Err(status);
-        }
-        let who = audit
-            .as_ref()
-            .and_then(|_| request.extensions().get::<Identity>().cloned());
+        let Admitted { timer, audit, who } = self.begin(method, &mut request).await?;
         // The stream's event says how it opened.
         match self.forward(method, request, call).await {
             Ok(response) => {
