@@ -138,6 +138,39 @@ async fn anonymous_callers_refused_when_configured() -> Result<()> {
             && err.message() == "etcdserver: user name is empty",
         "{err:?}"
     );
+    // Streams too, and in particular those keygate serves itself once its mirror is up.
+    keygate_tests::process::poll_until(Duration::from_secs(10), "the mirror serving", || {
+        let addr = kg.addr().to_string();
+        async move {
+            let m = keygate_tests::http::get(&addr, "/metrics", Duration::from_secs(5)).await?;
+            Ok(m.body.contains("keygate_mirror_serving 1"))
+        }
+    })
+    .await?;
+    let create = keygate_proto::etcdserverpb::WatchRequest {
+        request_union: Some(
+            keygate_proto::etcdserverpb::watch_request::RequestUnion::CreateRequest(
+                keygate_proto::etcdserverpb::WatchCreateRequest {
+                    key: b"k".to_vec().into(),
+                    ..Default::default()
+                },
+            ),
+        ),
+    };
+    let watch = c.watch.watch(tokio_stream::iter(vec![create])).await;
+    ensure!(
+        matches!(&watch, Err(e) if e.code() == tonic::Code::InvalidArgument),
+        "anonymous watch: {watch:?}"
+    );
+    let keep_alive = keygate_proto::etcdserverpb::LeaseKeepAliveRequest { id: 1 };
+    let kept = c
+        .lease
+        .lease_keep_alive(tokio_stream::iter(vec![keep_alive]))
+        .await;
+    ensure!(
+        matches!(&kept, Err(e) if e.code() == tonic::Code::InvalidArgument),
+        "anonymous keep-alive: {kept:?}"
+    );
     let mut req = tonic::Request::new(range());
     req.metadata_mut()
         .insert("authorization", "Bearer t0k".parse()?);

@@ -19,6 +19,12 @@ use tonic::Streaming;
 /// Responses queued per downstream stream before keygate stops reading for that stream.
 const STREAM_QUEUE: usize = 16;
 
+/// The authorizers and the caller of one stream: every watch it creates is asked about.
+pub struct Guard {
+    pub policy: std::sync::Arc<crate::policy::Policy>,
+    pub identity: crate::identity::Identity,
+}
+
 #[derive(Clone)]
 pub struct Hub {
     mirror: Mirror,
@@ -82,9 +88,10 @@ impl Hub {
         &self,
         inbound: Streaming<WatchRequest>,
         timer: RpcTimer,
+        guard: Option<Guard>,
     ) -> RpcStream<WatchResponse> {
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(stream::Stream::run(self.clone(), inbound, tx, timer));
+        tokio::spawn(stream::Stream::run(self.clone(), inbound, tx, timer, guard));
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 }

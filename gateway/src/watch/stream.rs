@@ -3,7 +3,8 @@
 
 use super::dedicated;
 use super::watcher::{responses, Watcher, DUPLICATE_ID};
-use super::Hub;
+use super::{Guard, Hub};
+use crate::describe::{Describe, Description};
 use crate::errors::GatewayError;
 use crate::metrics::RpcTimer;
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
@@ -29,6 +30,8 @@ pub(super) struct Stream {
     next_id: i64,
     /// A WatchProgressRequest waits for every watcher to be synced.
     progress_owed: bool,
+    /// The authorizers every creation is put to, when plugins are configured.
+    guard: Option<Guard>,
 }
 
 /// Why the stream ended.
@@ -43,6 +46,7 @@ impl Stream {
         mut inbound: Streaming<WatchRequest>,
         out: Out,
         timer: RpcTimer,
+        guard: Option<Guard>,
     ) {
         let (dedicated_tx, mut dedicated_rx) = mpsc::channel(64);
         let mut revision = hub.mirror.subscribe();
@@ -56,6 +60,7 @@ impl Stream {
             dedicated_tx,
             next_id: 0,
             progress_owed: false,
+            guard,
         };
         hub.metrics.streams.inc();
         let mut reading = true;
@@ -132,6 +137,13 @@ impl Stream {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
+        if let Some(guard) = &self.guard {
+            let mut what = Description::new(&crate::method::WATCH);
+            create.describe(&mut what);
+            if let Err(status) = guard.policy.authorize(&guard.identity, &what) {
+                return self.send(refused(status.message())).await;
+            }
+        }
         let next = if create.start_revision > 0 {
             create.start_revision
         } else {
