@@ -1,7 +1,8 @@
 //! Keep-alive coalescing: every downstream LeaseKeepAlive stream shares one upstream keep-alive
-//! stream, and a keep-alive for a lease refreshed upstream moments ago is answered from that
-//! refresh. The answer's TTL counts down from the refresh, rounded against the client, so no
-//! client is ever told its lease lives longer than etcd will keep it.
+//! stream; a keep-alive for a lease already being refreshed rides on that refresh, and one for a
+//! lease refreshed upstream moments ago is answered from that refresh. The answer's TTL counts
+//! down from the refresh, rounded against the client, so no client is ever told its lease lives
+//! longer than etcd will keep it.
 
 mod upstream;
 
@@ -128,9 +129,10 @@ impl LeaseHub {
                 .inc();
             return Ok(response);
         }
-        self.inner.keepalives.with_label_values(&["upstream"]).inc();
         let sent_at = Instant::now();
-        let response = self.inner.upstream.keep_alive(id).await?;
+        let (response, joined) = self.inner.upstream.keep_alive(id).await?;
+        let served_by = if joined { "coalesced" } else { "upstream" };
+        self.inner.keepalives.with_label_values(&[served_by]).inc();
         if response.ttl > 0 {
             if let Ok(mut recent) = self.inner.recent.lock() {
                 recent.insert(

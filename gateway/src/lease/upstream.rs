@@ -28,7 +28,9 @@ impl SharedStream {
         }
     }
 
-    pub async fn keep_alive(&self, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+    /// The response to a keep-alive of lease `id`, and whether it rode on one already in
+    /// flight for the same lease (so that no request of its own went upstream).
+    pub async fn keep_alive(&self, id: i64) -> Result<(LeaseKeepAliveResponse, bool), Status> {
         let (tx, rx) = oneshot::channel();
         let first = {
             let mut waiters = self.waiters.lock().map_err(|_| unavailable())?;
@@ -44,7 +46,8 @@ impl SharedStream {
                 return Err(unavailable());
             }
         }
-        rx.await.map_err(|_| unavailable())
+        let response = rx.await.map_err(|_| unavailable())?;
+        Ok((response, !first))
     }
 
     /// The open stream's request side, opening the stream first if needed. The stream is
