@@ -66,19 +66,28 @@ impl Barrier {
         }
     }
 
+    /// One linearizable read, retried on another member when the member fails at the
+    /// transport level (so a barrier right after a member dies still succeeds).
     async fn round_trip(&self) -> Option<i64> {
-        let member = self.pool.pick().ok()?;
         // The cheapest linearizable read: one key that cannot exist, keys only.
         let probe = RangeRequest {
             key: Bytes::from_static(b"\0"),
             keys_only: true,
             ..Default::default()
         };
-        match KvClient::new(member.channel()).range(probe).await {
-            Ok(resp) => resp.into_inner().header.map(|h| h.revision),
-            Err(status) => {
-                self.pool.note_failure(&member, &status);
-                None
+        let mut member = self.pool.pick().ok()?;
+        let mut tried = Vec::new();
+        loop {
+            match KvClient::new(member.channel()).range(probe.clone()).await {
+                Ok(resp) => return resp.into_inner().header.map(|h| h.revision),
+                Err(status) => {
+                    self.pool.note_failure(&member, &status);
+                    if !crate::errors::retryable(&status, true) {
+                        return None;
+                    }
+                    tried.push(member);
+                    member = self.pool.pick_excluding(&tried)?;
+                }
             }
         }
     }
