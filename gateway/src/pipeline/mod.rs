@@ -4,6 +4,8 @@
 //! (retried on another member where that cannot apply a write twice); the response is relayed
 //! back, its revision noted; and the RPC is accounted as finished.
 
+mod hubs;
+
 use crate::describe::{Describe, Description};
 use crate::errors;
 use crate::identity::{ConnectionInfo, Identifier, Identity};
@@ -18,12 +20,9 @@ use crate::relay::{client_messages, relay_when_open, Opening, Relay};
 use crate::revision::{Revisioned, SeenRevision};
 use crate::shutdown::Shutdown;
 use crate::upstream::{Member, Pool};
-use crate::watch::{Guard, Hub};
+use crate::watch::Hub;
 use futures::stream::{BoxStream, StreamExt};
 use keygate_proto::etcdserverpb::{kv_client::KvClient, RangeRequest, RangeResponse};
-use keygate_proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, WatchRequest, WatchResponse,
-};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -239,86 +238,6 @@ impl Gateway {
             return Err(Declined::Credentials);
         }
         mirror.range(request.get_ref()).await
-    }
-
-    /// Watch: from the hub when the mirror follows etcd, else a stream of its own upstream.
-    pub async fn watch(
-        self: &Arc<Self>,
-        mut request: Request<Streaming<WatchRequest>>,
-        open_upstream: impl FnOnce(
-            Channel,
-            Request<ClientStream<WatchRequest>>,
-        ) -> Upstream<WatchResponse>,
-    ) -> Result<Response<RpcStream<WatchResponse>>, Status> {
-        let Some(hub) = (self.hub.as_ref()).filter(|h| h.ready() && !carries_credentials(&request))
-        else {
-            return (self.bidi_stream(&method::WATCH, request, open_upstream)).await;
-        };
-        let timer = self.metrics.grpc.start(&method::WATCH);
-        match self.watch_guard(&mut request) {
-            Ok(guard) => Ok(Response::new(hub.serve(request.into_inner(), timer, guard))),
-            Err(status) => {
-                timer.finish(status.code());
-                Err(status)
-            }
-        }
-    }
-
-    /// Phases 2 and 4 for a watch stream served by the hub: the caller, and — when
-    /// authorizers are configured — their verdict on the stream, kept to ask about each
-    /// watch it creates.
-    fn watch_guard<T>(&self, request: &mut Request<T>) -> Result<Option<Guard>, Status> {
-        self.admit_stream(&method::WATCH, request)?;
-        let Some(policy) = &self.policy else {
-            return Ok(None);
-        };
-        let identity = (request.extensions().get::<Identity>().cloned())
-            .ok_or_else(|| Status::permission_denied(crate::policy::PERMISSION_DENIED))?;
-        Ok(Some(Guard {
-            policy: policy.clone(),
-            identity,
-        }))
-    }
-
-    /// Phases 2 and 4 for a stream that keygate serves itself: identify the caller, and put the
-    /// stream's opening to the authorizers.
-    fn admit_stream<T>(
-        &self,
-        method: &'static Method,
-        request: &mut Request<T>,
-    ) -> Result<(), Status> {
-        self.identify(method, request)?;
-        match &self.policy {
-            Some(policy) => self.authorize(policy, &Description::new(method), request.extensions()),
-            None => Ok(()),
-        }
-    }
-
-    /// LeaseKeepAlive: through the shared upstream keep-alive stream, else a stream of its own.
-    pub async fn lease_keep_alive(
-        self: &Arc<Self>,
-        mut request: Request<Streaming<LeaseKeepAliveRequest>>,
-        open_upstream: impl FnOnce(
-            Channel,
-            Request<ClientStream<LeaseKeepAliveRequest>>,
-        ) -> Upstream<LeaseKeepAliveResponse>,
-    ) -> Result<Response<RpcStream<LeaseKeepAliveResponse>>, Status> {
-        let Some(leases) = self
-            .leases
-            .as_ref()
-            .filter(|_| !carries_credentials(&request))
-        else {
-            return (self.bidi_stream(&method::LEASE_KEEP_ALIVE, request, open_upstream)).await;
-        };
-        let timer = self.metrics.grpc.start(&method::LEASE_KEEP_ALIVE);
-        // Single keep-alives are not put to the authorizers; the stream's opening is.
-        match self.admit_stream(&method::LEASE_KEEP_ALIVE, &mut request) {
-            Ok(()) => Ok(Response::new(leases.serve(request.into_inner(), timer))),
-            Err(status) => {
-                timer.finish(status.code());
-                Err(status)
-            }
-        }
     }
 
     /// One request, a stream of responses (Snapshot, Observe).

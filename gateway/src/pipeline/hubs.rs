@@ -1,0 +1,97 @@
+//! The routes of the streams keygate serves itself — Watch through the watch hub,
+//! LeaseKeepAlive through the lease hub — and their identity and authorization phases; each
+//! falls back to a forwarded stream of its own where the hub cannot serve it.
+
+use super::{carries_credentials, ClientStream, Gateway, RpcStream, Upstream};
+use crate::describe::Description;
+use crate::identity::Identity;
+use crate::method::{self, Method};
+use crate::watch::Guard;
+use keygate_proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, WatchRequest, WatchResponse,
+};
+use std::sync::Arc;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+impl Gateway {
+    /// Watch: from the hub when the mirror follows etcd, else a stream of its own upstream.
+    pub async fn watch(
+        self: &Arc<Self>,
+        mut request: Request<Streaming<WatchRequest>>,
+        open_upstream: impl FnOnce(
+            Channel,
+            Request<ClientStream<WatchRequest>>,
+        ) -> Upstream<WatchResponse>,
+    ) -> Result<Response<RpcStream<WatchResponse>>, Status> {
+        let Some(hub) = (self.hub.as_ref()).filter(|h| h.ready() && !carries_credentials(&request))
+        else {
+            return (self.bidi_stream(&method::WATCH, request, open_upstream)).await;
+        };
+        let timer = self.metrics.grpc.start(&method::WATCH);
+        match self.watch_guard(&mut request) {
+            Ok(guard) => Ok(Response::new(hub.serve(request.into_inner(), timer, guard))),
+            Err(status) => {
+                timer.finish(status.code());
+                Err(status)
+            }
+        }
+    }
+
+    /// Phases 2 and 4 for a watch stream served by the hub: the caller, and — when
+    /// authorizers are configured — their verdict on the stream, kept to ask about each
+    /// watch it creates.
+    fn watch_guard<T>(&self, request: &mut Request<T>) -> Result<Option<Guard>, Status> {
+        self.admit_stream(&method::WATCH, request)?;
+        let Some(policy) = &self.policy else {
+            return Ok(None);
+        };
+        let identity = (request.extensions().get::<Identity>().cloned())
+            .ok_or_else(|| Status::permission_denied(crate::policy::PERMISSION_DENIED))?;
+        Ok(Some(Guard {
+            policy: policy.clone(),
+            identity,
+        }))
+    }
+
+    /// Phases 2 and 4 for a stream that keygate serves itself: identify the caller, and put the
+    /// stream's opening to the authorizers.
+    fn admit_stream<T>(
+        &self,
+        method: &'static Method,
+        request: &mut Request<T>,
+    ) -> Result<(), Status> {
+        self.identify(method, request)?;
+        match &self.policy {
+            Some(policy) => self.authorize(policy, &Description::new(method), request.extensions()),
+            None => Ok(()),
+        }
+    }
+
+    /// LeaseKeepAlive: through the shared upstream keep-alive stream, else a stream of its own.
+    pub async fn lease_keep_alive(
+        self: &Arc<Self>,
+        mut request: Request<Streaming<LeaseKeepAliveRequest>>,
+        open_upstream: impl FnOnce(
+            Channel,
+            Request<ClientStream<LeaseKeepAliveRequest>>,
+        ) -> Upstream<LeaseKeepAliveResponse>,
+    ) -> Result<Response<RpcStream<LeaseKeepAliveResponse>>, Status> {
+        let Some(leases) = self
+            .leases
+            .as_ref()
+            .filter(|_| !carries_credentials(&request))
+        else {
+            return (self.bidi_stream(&method::LEASE_KEEP_ALIVE, request, open_upstream)).await;
+        };
+        let timer = self.metrics.grpc.start(&method::LEASE_KEEP_ALIVE);
+        // Single keep-alives are not put to the authorizers; the stream's opening is.
+        match self.admit_stream(&method::LEASE_KEEP_ALIVE, &mut request) {
+            Ok(()) => Ok(Response::new(leases.serve(request.into_inner(), timer))),
+            Err(status) => {
+                timer.finish(status.code());
+                Err(status)
+            }
+        }
+    }
+}
