@@ -276,3 +276,22 @@ pub fn cmp(key: &str, end: &str, result: CompareResult, target: TargetUnion) -> 
 pub fn rop(r: request_op::Request) -> RequestOp {
     RequestOp { request: Some(r) }
 }
+
+/// The keys both differential test files start from: some overwritten, one empty value.
+pub async fn seed_keys(d: &mut GrpcDiff) -> anyhow::Result<()> {
+    for (k, v) in [
+        ("a", "1"),
+        ("b", "22"),
+        ("c", "3"),
+        ("foo/1", "x"),
+        ("foo/2", "yy"),
+        ("foo/3", "z"),
+        ("a", "11"),
+        ("foo/2", "y"),
+        ("zz", ""),
+        ("foo/1", "xxx"),
+    ] {
+        d.same(Op::Put(put(k, v))).await?;
+    }
+    d.check()
+}

@@ -10,7 +10,7 @@ use keygate_proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
     LeaseTimeToLiveRequest, PutRequest, RangeRequest,
 };
-use keygate_tests::grpc_diff::{b, put, range, GrpcDiff, Op, Reply};
+use keygate_tests::grpc_diff::{b, put, range, seed_keys, GrpcDiff, Op, Reply};
 
 /// The range shapes every Range option is combined with: single key, missing key, prefix,
 /// from-key, the whole keyspace, and empty ranges (end before key).
@@ -23,24 +23,6 @@ const RANGES: &[(&str, &str)] = &[
     ("c", "foo"),
     ("foo", "a"),
 ];
-
-async fn seed_keys(d: &mut GrpcDiff) -> Result<()> {
-    for (k, v) in [
-        ("a", "1"),
-        ("b", "22"),
-        ("c", "3"),
-        ("foo/1", "x"),
-        ("foo/2", "yy"),
-        ("foo/3", "z"),
-        ("a", "11"),
-        ("foo/2", "y"),
-        ("zz", ""),
-        ("foo/1", "xxx"),
-    ] {
-        d.same(Op::Put(put(k, v))).await?;
-    }
-    d.check()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn puts_ranges_and_deletes_match_etcd() -> Result<()> {

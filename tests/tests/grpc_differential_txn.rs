@@ -6,25 +6,7 @@ use keygate_proto::etcdserverpb::compare::{CompareResult, TargetUnion};
 use keygate_proto::etcdserverpb::{
     request_op, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, TxnRequest,
 };
-use keygate_tests::grpc_diff::{b, cmp, put, range, rop, GrpcDiff, Op};
-
-async fn seed_keys(d: &mut GrpcDiff) -> Result<()> {
-    for (k, v) in [
-        ("a", "1"),
-        ("b", "22"),
-        ("c", "3"),
-        ("foo/1", "x"),
-        ("foo/2", "yy"),
-        ("foo/3", "z"),
-        ("a", "11"),
-        ("foo/2", "y"),
-        ("zz", ""),
-        ("foo/1", "xxx"),
-    ] {
-        d.same(Op::Put(put(k, v))).await?;
-    }
-    d.check()
-}
+use keygate_tests::grpc_diff::{b, cmp, put, range, rop, seed_keys, GrpcDiff, Op};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn txns_match_etcd() -> Result<()> {

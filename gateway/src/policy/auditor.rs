@@ -5,7 +5,7 @@ use super::authorizer::{classify, HostState};
 use super::{Failure, PolicyError};
 use crate::config::AuditConfig;
 use crate::metrics::PluginMetrics;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::HasSelf;
 use wasmtime::{Engine, Store};
 
 /// Host bindings of the auditor world, sharing the authorizer's types and host imports.
@@ -49,17 +49,11 @@ impl Auditor {
         };
         let bytes = std::fs::read(&config.path)
             .map_err(|e| load_error(format!("reading {}: {e}", config.path)))?;
-        let component = Component::new(engine, &bytes).map_err(|e| load_error(format!("{e:#}")))?;
-        let mut linker = Linker::<HostState>::new(engine);
-        bindings::Auditor::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| load_error(format!("{e:#}")))?;
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(|e| load_error(format!("{e:#}")))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .and_then(bindings::AuditorPre::new)
-            .map_err(|e| load_error(format!("{e:#}")))?;
+        let pre = super::engine::prepare(engine, &bytes, |linker| {
+            bindings::Auditor::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+        })
+        .and_then(|pre| bindings::AuditorPre::new(pre).map_err(|e| format!("{e:#}")))
+        .map_err(load_error)?;
         let config_json = serde_json::to_string(&config.config)
             .map_err(|e| load_error(format!("config: {e}")))?;
         let mut auditor = Auditor {
@@ -67,8 +61,7 @@ impl Auditor {
             engine: engine.clone(),
             pre,
             config_json,
-            memory_cap: usize::try_from(config.memory_mib.saturating_mul(1 << 20))
-                .unwrap_or(usize::MAX),
+            memory_cap: super::engine::memory_cap(config.memory_mib),
             deadline_ticks: config.timeout_ms.max(1),
             metrics: metrics.clone(),
             instance: None,

@@ -9,7 +9,7 @@ use crate::identity::Identity;
 use crate::metrics::PluginMetrics;
 use std::sync::Mutex;
 use std::time::Instant;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::HasSelf;
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 
 /// Host bindings of the authorizer world.
@@ -144,18 +144,10 @@ impl Plugin {
             plugin: name.clone(),
             message,
         };
-        let component = Component::new(engine, bytes).map_err(|e| load_error(format!("{e:#}")))?;
-        let mut linker = Linker::<HostState>::new(engine);
-        Authorizer::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| load_error(format!("{e:#}")))?;
-        // The Rust standard library of wasm32-wasip2 imports WASI; a plugin gets none of it:
-        // every such call traps.
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(|e| load_error(format!("{e:#}")))?;
-        let instance_pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| load_error(format!("{e:#}")))?;
+        let instance_pre = super::engine::prepare(engine, bytes, |linker| {
+            Authorizer::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+        })
+        .map_err(load_error)?;
         let pre = AuthorizerPre::new(instance_pre).map_err(|e| load_error(format!("{e:#}")))?;
         let config_json = serde_json::to_string(&config.config)
             .map_err(|e| load_error(format!("config: {e}")))?;
@@ -164,8 +156,7 @@ impl Plugin {
             engine: engine.clone(),
             pre,
             config_json,
-            memory_cap: usize::try_from(config.memory_mib.saturating_mul(1 << 20))
-                .unwrap_or(usize::MAX),
+            memory_cap: super::engine::memory_cap(config.memory_mib),
             deadline_ticks: config.timeout_ms.max(1),
             fail_open: config.on_failure == "allow",
             idle: Mutex::new(Vec::new()),

@@ -2,10 +2,12 @@
 //! interruption for time limits (a thread advances the epoch every millisecond), and an
 //! on-disk cache of compiled components.
 
+use super::authorizer::HostState;
 use super::PolicyError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine};
 
 /// How often the epoch advances: the granularity of plugin time limits.
@@ -51,4 +53,28 @@ impl Drop for PluginEngine {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Compiles a plugin component and links it for `HostState`: the world's host imports (added by
+/// `add`), and a trap for every other import — the Rust standard library of wasm32-wasip2
+/// imports WASI, and a plugin gets none of it. The error is the loader's message.
+pub fn prepare(
+    engine: &Engine,
+    bytes: &[u8],
+    add: impl FnOnce(&mut Linker<HostState>) -> wasmtime::Result<()>,
+) -> Result<InstancePre<HostState>, String> {
+    let component = Component::new(engine, bytes).map_err(|e| format!("{e:#}"))?;
+    let mut linker = Linker::<HostState>::new(engine);
+    add(&mut linker).map_err(|e| format!("{e:#}"))?;
+    linker
+        .define_unknown_imports_as_traps(&component)
+        .map_err(|e| format!("{e:#}"))?;
+    linker
+        .instantiate_pre(&component)
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// A plugin's memory cap in bytes.
+pub fn memory_cap(memory_mib: u64) -> usize {
+    usize::try_from(memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
 }
