@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use bytes::Bytes;
-use keygate_proto::etcdserverpb::{PutRequest, RangeRequest, RangeResponse};
+use keygate_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use keygate_tests::linearizability::{self, Action, Operation};
 use keygate_tests::{Clients, EtcdCluster, Keygate};
 use mirror_common::{wait_serving, Reads};
@@ -26,22 +25,7 @@ use tokio::time::Instant;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
-async fn put(c: &mut Clients, key: &str, value: &str) -> Result<i64> {
-    let req = PutRequest {
-        key: b(key),
-        value: b(value),
-        ..Default::default()
-    };
-    let resp = tokio::time::timeout(CALL_TIMEOUT, c.kv.put(req))
-        .await
-        .context("put timed out")??
-        .into_inner();
-    Ok(resp.header.map_or(0, |h| h.revision))
-}
+use mirror_common::{b, put};
 
 async fn get(c: &mut Clients, key: &str, serializable: bool) -> Result<RangeResponse> {
     let req = RangeRequest {

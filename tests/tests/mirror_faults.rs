@@ -18,32 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use bytes::Bytes;
-use keygate_proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest,
-};
+use keygate_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, RangeRequest};
 use keygate_tests::process::{poll_until, signal};
 use keygate_tests::{Clients, EtcdCluster, Keygate};
 use mirror_common::{differs, metric, wait_leader, wait_serving, watched_members, Reads};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
-async fn put(c: &mut Clients, key: &str, value: &str) -> Result<i64> {
-    let req = PutRequest {
-        key: b(key),
-        value: b(value),
-        ..Default::default()
-    };
-    let resp = tokio::time::timeout(CALL_TIMEOUT, c.kv.put(req))
-        .await
-        .context("put timed out")??
-        .into_inner();
-    Ok(resp.header.map_or(0, |h| h.revision))
-}
+use mirror_common::{b, put};
 
 fn ranged(key: &str, end: &str, serializable: bool) -> RangeRequest {
     RangeRequest {

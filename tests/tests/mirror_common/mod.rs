@@ -251,3 +251,22 @@ pub async fn watched_members(cluster: &EtcdCluster, dead: &[usize]) -> Result<Ve
     }
     Ok(out)
 }
+
+pub fn b(s: &str) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// A put with a 5 s bound; the header's revision.
+pub async fn put(c: &mut keygate_tests::Clients, key: &str, value: &str) -> anyhow::Result<i64> {
+    use anyhow::Context;
+    let req = keygate_proto::etcdserverpb::PutRequest {
+        key: b(key),
+        value: b(value),
+        ..Default::default()
+    };
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), c.kv.put(req))
+        .await
+        .context("put timed out")??
+        .into_inner();
+    Ok(resp.header.map_or(0, |h| h.revision))
+}
