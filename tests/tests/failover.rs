@@ -16,8 +16,12 @@ use keygate_tests::{http, Clients, EtcdCluster, Keygate};
 const WORKERS: usize = 4;
 /// Bound on any one request, so a request stuck on the dead member shows up as a failure.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Writes must succeed again within this long after the kill.
-const WRITE_RECOVERY: Duration = Duration::from_secs(5);
+/// Until a new leader is elected (election timeout 500 ms in the harness), a write can be
+/// proposed to a member that has no leader and wait out etcd's request timeout.
+const ELECTION_WINDOW: Duration = Duration::from_secs(1);
+/// Every worker writes successfully again within this long after the kill: one such write's
+/// wait, bounded by the call timeout, plus the election.
+const WRITE_RECOVERY: Duration = Duration::from_secs(6);
 /// How long the load goes on after the kill.
 const AFTER_KILL: Duration = Duration::from_secs(7);
 
@@ -258,19 +262,25 @@ async fn load_carries_on_when_the_leader_dies() -> Result<()> {
         .flat_map(|r| &r.write_failures)
         .any(|(_, ended, _)| *ended < kill_at);
     ensure!(!early, "writes failed before the kill: {write_failures:?}");
+    // A write proposed while the cluster has no leader can wait out etcd's own request timeout
+    // (as it would for a client of etcd directly); what must hold is that writes sent once a
+    // new leader can exist go through.
     let late: Vec<_> = write_failures
         .iter()
-        .filter(|(_, ended, _)| *ended > WRITE_RECOVERY)
+        .filter(|(sent, _, _)| *sent > ELECTION_WINDOW)
         .collect();
     ensure!(
         late.is_empty(),
-        "writes still failing more than {WRITE_RECOVERY:?} after the kill: {late:?}\n{}",
+        "writes sent more than {ELECTION_WINDOW:?} after the kill failed: {late:?}\n{}",
         log()
     );
     // Checked last, so the checks below still run and report when only the code is wrong.
     let wrong_code: Vec<_> = write_failures
         .iter()
-        .filter(|(_, _, why)| !why.starts_with("Unavailable"))
+        .filter(|(sent, _, why)| {
+            let waited_out_election = *sent <= ELECTION_WINDOW && why.starts_with("timed out");
+            !(why.starts_with("Unavailable") || waited_out_election)
+        })
         .map(|(_, _, why)| why.to_string())
         .collect();
     ensure!(
