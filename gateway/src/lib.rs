@@ -11,12 +11,14 @@ pub mod lease;
 pub mod method;
 pub mod metrics;
 pub mod mirror;
+pub mod namespace;
 pub mod pipeline;
 pub mod policy;
 pub mod relay;
 pub mod revision;
 pub mod server;
 pub mod shutdown;
+pub mod tenant;
 pub mod tls;
 pub mod upstream;
 pub mod watch;
@@ -72,9 +74,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let audit = policy::audit::Audit::start(&config.plugins.audit, &metrics.plugins)
         .context("plugins.audit")?
         .map(Arc::new);
+    let tenants = tenant::Tenants::new(
+        &config.tenants,
+        &metrics.tenants,
+        mirror.clone(),
+        pool.clone(),
+    );
     let gw = Arc::new(pipeline::Gateway {
         pool: pool.clone(),
         metrics,
+        tenants,
         shutdown: shutdown.clone(),
         seen,
         mirror: mirror.clone(),

@@ -5,6 +5,7 @@
 use crate::errors::{self, GatewayError};
 use crate::method::Method;
 use crate::metrics::RpcTimer;
+use crate::namespace::{Namespace, Strip};
 use crate::pipeline::{ClientStream, Gateway, RpcStream, Upstream};
 use crate::policy::stream::{next_refusal, Screen, Screened};
 use crate::revision::Revisioned;
@@ -25,7 +26,7 @@ pub(crate) fn client_messages<Req: Screened<Resp> + Send + 'static, Resp: Send +
     method: &'static Method,
     grpc: crate::metrics::GrpcMetrics,
     failed: oneshot::Sender<Status>,
-    screen: Option<Screen<Resp>>,
+    mut screen: Option<Screen<Resp>>,
 ) -> ClientStream<Req> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
@@ -33,10 +34,10 @@ pub(crate) fn client_messages<Req: Screened<Resp> + Send + 'static, Resp: Send +
             tokio::select! {
                 () = tx.closed() => return,
                 message = inbound.message() => match message {
-                    Ok(Some(message)) => {
+                    Ok(Some(mut message)) => {
                         grpc.message_received(method);
-                        if let Some(screen) = &screen {
-                            if let Err(refusal) = screen.check(&message) {
+                        if let Some(screen) = &mut screen {
+                            if let Err(refusal) = screen.check(&mut message) {
                                 if screen.refused.send(refusal).await.is_err() {
                                     return;
                                 }
@@ -66,6 +67,8 @@ pub(crate) struct Relay<Resp> {
     pub(crate) client_failed: Option<oneshot::Receiver<Status>>,
     /// Keygate's own answers to refused client messages.
     pub(crate) refused: Option<mpsc::Receiver<Resp>>,
+    /// The tenant's namespace, taken off every response.
+    pub(crate) namespace: Option<Namespace>,
     pub(crate) gw: Arc<Gateway>,
     pub(crate) method: &'static Method,
     pub(crate) timer: Option<RpcTimer>,
@@ -73,7 +76,7 @@ pub(crate) struct Relay<Resp> {
     pub(crate) done: bool,
 }
 
-impl<Resp: Revisioned> Relay<Resp> {
+impl<Resp: Revisioned + Strip> Relay<Resp> {
     pub(crate) async fn next(&mut self) -> Option<Result<Resp, Status>> {
         if self.done {
             return None;
@@ -87,10 +90,15 @@ impl<Resp: Revisioned> Relay<Resp> {
                 return Some(Ok(refusal));
             }
             message = self.upstream.message() => match message {
-                Ok(Some(message)) => {
-                    self.gw.metrics.grpc.message_sent(self.method);
+                Ok(Some(mut message)) => {
                     self.gw.seen.observe_response(&message);
-                    return Some(Ok(message));
+                    match self.namespace.as_ref().map_or(Ok(()), |ns| message.strip(ns)) {
+                        Ok(()) => {
+                            self.gw.metrics.grpc.message_sent(self.method);
+                            return Some(Ok(message));
+                        }
+                        Err(status) => status,
+                    }
                 }
                 Ok(None) => {
                     self.code = Code::Ok;
@@ -133,7 +141,7 @@ async fn client_failure(slot: &mut Option<oneshot::Receiver<Status>>) -> Status 
 /// sends its stream's headers only with its first response, and a refused watch creation never
 /// reaches etcd, so its refusal cannot wait for them. Refusals flow while the upstream stream
 /// opens; then the stream is relayed as any other.
-pub(crate) fn relay_when_open<Resp: Revisioned + Send + 'static>(
+pub(crate) fn relay_when_open<Resp: Revisioned + Strip + Send + 'static>(
     opening: Opening<Resp>,
 ) -> RpcStream<Resp> {
     futures::stream::unfold(State::Opening(Box::new(opening)), |state| async move {
@@ -154,6 +162,7 @@ pub(crate) fn relay_when_open<Resp: Revisioned + Send + 'static>(
                             upstream: response.into_inner(),
                             client_failed: Some(o.client_failed),
                             refused: o.refused,
+                            namespace: o.namespace,
                             gw: o.gw,
                             method: o.method,
                             timer: Some(o.timer),
@@ -186,6 +195,7 @@ pub(crate) struct Opening<Resp> {
     pub(crate) member: Arc<Member>,
     pub(crate) client_failed: oneshot::Receiver<Status>,
     pub(crate) refused: Option<mpsc::Receiver<Resp>>,
+    pub(crate) namespace: Option<Namespace>,
     pub(crate) gw: Arc<Gateway>,
     pub(crate) method: &'static Method,
     pub(crate) timer: RpcTimer,

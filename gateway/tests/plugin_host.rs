@@ -214,25 +214,30 @@ fn fail_open_plugins_allow_on_failure() {
 }
 
 #[test]
-fn namespaces_are_refused_until_keygate_rewrites_keys() {
+fn namespaces_of_a_chain_nest_in_order() {
     let (_registry, metrics) = metrics();
     let config = PluginsConfig {
-        authorizers: vec![plugin_config(
-            "tenant_isolation.wasm",
-            "mode = \"namespace\"\n[tenants]\nalice = \"/t/alice/\"",
-        )],
+        authorizers: vec![
+            plugin_config(
+                "tenant_isolation.wasm",
+                "mode = \"namespace\"\n[tenants]\nalice = \"/t/alice/\"",
+            ),
+            plugin_config(
+                "tenant_isolation.wasm",
+                "mode = \"namespace\"\n[tenants]\nalice = \"app/\"",
+            ),
+        ],
         ..PluginsConfig::default()
     };
     let policy = Policy::load(&config, &metrics)
         .expect("loads")
         .expect("some");
-    let refused = policy
+    let namespace = policy
         .authorize(&who("alice"), &get(b"x"))
-        .expect_err("refused");
-    assert!(
-        refused.message().contains("not supported yet"),
-        "{refused:?}"
-    );
+        .expect("allowed")
+        .expect("in a namespace");
+    assert_eq!(namespace.prefix().as_ref(), b"/t/alice/app/");
+    assert!(policy.authorize(&who("bob"), &get(b"x")).is_err());
 }
 
 #[test]

@@ -3,11 +3,13 @@
 
 mod cli;
 mod plugins;
+mod tenants;
 mod tls;
 mod validate;
 
 pub use cli::{Cli, Command, PluginCommand, ServeArgs};
 pub use plugins::{AuditConfig, PluginConfig, PluginsConfig};
+pub use tenants::{Quota, TenantsConfig};
 pub use tls::{BearerToken, IdentityConfig, ServerTlsConfig, UpstreamTlsConfig};
 
 use serde::Deserialize;
@@ -52,6 +54,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// WebAssembly authorization plugins.
     pub plugins: PluginsConfig,
+    /// Quotas and metrics of tenant namespaces.
+    pub tenants: TenantsConfig,
 }
 
 /// The client port: gRPC and HTTP on one address.

@@ -112,8 +112,34 @@ impl Config {
                 "queue and batch must be greater than 0, and output not empty",
             ));
         }
+        self.validate_tenants()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_tenants(&self) -> Result<(), ConfigError> {
+        let tenants = &self.tenants;
+        let quotas = std::iter::once(("tenants.quota", &tenants.quota)).chain(
+            (tenants.namespaces.iter()).map(|(_, q)| ("tenants.namespaces", q)),
+        );
+        for (option, quota) in quotas {
+            let rate = quota.requests_per_second;
+            if !rate.is_finite() || rate < 0.0 {
+                return Err(invalid(option, format!("requests_per_second {rate}: must be 0 or more")));
+            }
+            if quota.limits_storage() && !self.mirror.enabled {
+                return Err(invalid(
+                    option,
+                    "keys and bytes quotas are counted in the mirror: mirror.enabled must be true",
+                ));
+            }
+        }
+        if let Some(prefix) = tenants.namespaces.keys().find(|p| p.is_empty()) {
+            return Err(invalid("tenants.namespaces", format!("{prefix:?}: a namespace is a non-empty key prefix")));
+        }
         Ok(())
     }
 }

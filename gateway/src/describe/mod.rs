@@ -32,6 +32,9 @@ pub struct Description {
     pub value_bytes: u64,
     pub lease: i64,
     pub flags: Vec<&'static str>,
+    /// Every key it puts, with the size of the value (`None`: the value is kept), for the
+    /// tenants' storage quotas.
+    pub puts: Vec<(Vec<u8>, Option<u64>)>,
 }
 
 impl Description {
@@ -42,6 +45,7 @@ impl Description {
             value_bytes: 0,
             lease: 0,
             flags: Vec::new(),
+            puts: Vec::new(),
         }
     }
 

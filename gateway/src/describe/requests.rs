@@ -18,6 +18,8 @@ impl Describe for PutRequest {
     fn describe(&self, d: &mut Description) {
         d.range(&self.key, &[], Access::Write);
         d.value_bytes += self.value.len() as u64;
+        let value = (!self.ignore_value).then_some(self.value.len() as u64);
+        d.puts.push((self.key.to_vec(), value));
         if self.lease != 0 {
             d.lease = self.lease;
         }

@@ -7,6 +7,7 @@
 mod upstream;
 
 use crate::metrics::{GrpcMetrics, RpcTimer};
+use crate::namespace::Namespace;
 use crate::pipeline::RpcStream;
 use crate::shutdown::Shutdown;
 use crate::upstream::Pool;
@@ -68,13 +69,16 @@ impl LeaseHub {
     }
 
     /// Serves one downstream LeaseKeepAlive stream.
+    /// A stream opened in a namespace may keep alive only the tenant's own leases; for any
+    /// other it gets etcd's answer for a lease that does not exist.
     pub fn serve(
         &self,
         inbound: Streaming<LeaseKeepAliveRequest>,
         timer: RpcTimer,
+        namespace: Option<Namespace>,
     ) -> RpcStream<LeaseKeepAliveResponse> {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(self.clone().run(inbound, tx, timer));
+        tokio::spawn(self.clone().run(inbound, tx, timer, namespace));
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 
@@ -83,6 +87,7 @@ impl LeaseHub {
         mut inbound: Streaming<LeaseKeepAliveRequest>,
         out: tokio::sync::mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
         timer: RpcTimer,
+        namespace: Option<Namespace>,
     ) {
         let method = &crate::method::LEASE_KEEP_ALIVE;
         let code = loop {
@@ -107,7 +112,14 @@ impl LeaseHub {
                 }
             };
             self.inner.grpc.message_received(method);
-            let response = self.keep_alive(id).await;
+            let response = if namespace.as_ref().is_some_and(|ns| !ns.owns_lease(id)) {
+                Ok(LeaseKeepAliveResponse {
+                    id,
+                    ..Default::default()
+                })
+            } else {
+                self.keep_alive(id).await
+            };
             let failed = response.as_ref().err().map(Status::code);
             if out.send(response).await.is_err() {
                 break Code::Cancelled;

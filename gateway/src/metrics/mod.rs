@@ -5,6 +5,7 @@ mod grpc;
 mod identity;
 mod mirror;
 mod plugins;
+mod tenants;
 mod upstream;
 mod watch;
 
@@ -12,6 +13,7 @@ pub use grpc::{GrpcMetrics, RpcTimer};
 pub use identity::IdentityMetrics;
 pub use mirror::MirrorMetrics;
 pub use plugins::PluginMetrics;
+pub use tenants::TenantMetrics;
 pub use upstream::UpstreamMetrics;
 pub use watch::WatchMetrics;
 
@@ -26,6 +28,7 @@ pub struct Metrics {
     pub mirror: MirrorMetrics,
     pub watch: WatchMetrics,
     pub plugins: PluginMetrics,
+    pub tenants: TenantMetrics,
 }
 
 impl Metrics {
@@ -36,6 +39,7 @@ impl Metrics {
             mirror: MirrorMetrics::register(&registry)?,
             watch: WatchMetrics::register(&registry)?,
             plugins: PluginMetrics::register(&registry)?,
+            tenants: TenantMetrics::register(&registry)?,
             registry,
         })
     }

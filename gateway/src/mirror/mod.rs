@@ -6,8 +6,10 @@ mod barrier;
 mod range;
 mod store;
 mod sync;
+mod usage;
 mod window;
 
+pub use usage::Usage;
 pub use window::{FellBehind, RevisionEvents};
 
 use crate::config::MirrorConfig;

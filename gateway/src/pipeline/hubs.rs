@@ -6,6 +6,7 @@ use super::{carries_credentials, ClientStream, Gateway, RpcStream, Upstream};
 use crate::describe::Description;
 use crate::identity::Identity;
 use crate::method::{self, Method};
+use crate::tenant::Tenant;
 use crate::watch::Guard;
 use keygate_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, WatchRequest, WatchResponse,
@@ -39,10 +40,10 @@ impl Gateway {
     }
 
     /// Phases 2 and 4 for a watch stream served by the hub: the caller, and — when
-    /// authorizers are configured — their verdict on the stream, kept to ask about each
-    /// watch it creates.
+    /// authorizers are configured — their verdict on the stream (and its namespace), kept to
+    /// ask about each watch it creates.
     fn watch_guard<T>(&self, request: &mut Request<T>) -> Result<Option<Guard>, Status> {
-        self.admit_stream(&method::WATCH, request)?;
+        let tenant = self.admit_stream(&method::WATCH, request)?;
         let Some(policy) = &self.policy else {
             return Ok(None);
         };
@@ -51,21 +52,28 @@ impl Gateway {
         Ok(Some(Guard {
             policy: policy.clone(),
             identity,
+            tenant,
         }))
     }
 
     /// Phases 2 and 4 for a stream that keygate serves itself: identify the caller, and put the
-    /// stream's opening to the authorizers.
+    /// stream's opening to the authorizers; the tenant when they allow it in a namespace.
     fn admit_stream<T>(
         &self,
         method: &'static Method,
         request: &mut Request<T>,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<Arc<Tenant>>, Status> {
         self.identify(method, request)?;
-        match &self.policy {
-            Some(policy) => self.authorize(policy, &Description::new(method), request.extensions()),
-            None => Ok(()),
+        let Some(policy) = &self.policy else {
+            return Ok(None);
+        };
+        let namespace =
+            self.authorize(policy, &Description::new(method), request.extensions())?;
+        let tenant = namespace.map(|ns| self.tenants.get(&ns));
+        if let Some(tenant) = &tenant {
+            tenant.admit(method.name, 0)?;
         }
+        Ok(tenant)
     }
 
     /// LeaseKeepAlive: through the shared upstream keep-alive stream, else a stream of its own.
@@ -87,7 +95,10 @@ impl Gateway {
         let timer = self.metrics.grpc.start(&method::LEASE_KEEP_ALIVE);
         // Single keep-alives are not put to the authorizers; the stream's opening is.
         match self.admit_stream(&method::LEASE_KEEP_ALIVE, &mut request) {
-            Ok(()) => Ok(Response::new(leases.serve(request.into_inner(), timer))),
+            Ok(tenant) => {
+                let namespace = tenant.map(|t| t.namespace.clone());
+                Ok(Response::new(leases.serve(request.into_inner(), timer, namespace)))
+            }
             Err(status) => {
                 timer.finish(status.code());
                 Err(status)

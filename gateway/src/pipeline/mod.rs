@@ -1,7 +1,9 @@
 //! The request path. Every RPC, unary or streaming, passes through these functions, which a
-//! reader can follow top to bottom: the RPC is accounted as started; it is routed — a Range to
-//! the read mirror when the mirror can answer exactly, everything else to an etcd member
-//! (retried on another member where that cannot apply a write twice); the response is relayed
+//! reader can follow top to bottom: the RPC is accounted as started; its caller identified, the
+//! request described and authorized; a request allowed in a namespace is checked against its
+//! tenant's quotas and confined to the namespace; it is routed — a Range to the read mirror when
+//! the mirror can answer exactly, everything else to an etcd member (retried on another member
+//! where that cannot apply a write twice); the response is stripped of the namespace and relayed
 //! back, its revision noted; and the RPC is accounted as finished.
 
 mod hubs;
@@ -13,15 +15,18 @@ use crate::lease::LeaseHub;
 use crate::method::{self, Method};
 use crate::metrics::{Metrics, RpcTimer};
 use crate::mirror::{Declined, Mirror};
+use crate::namespace::{Confine, Namespace, Strip};
 use crate::policy::audit::{Audit, Pending};
 use crate::policy::stream::{Screen, Screened};
 use crate::policy::Policy;
 use crate::relay::{client_messages, relay_when_open, Opening, Relay};
 use crate::revision::{Revisioned, SeenRevision};
 use crate::shutdown::Shutdown;
+use crate::tenant::{Tenant, Tenants};
 use crate::upstream::{Member, Pool};
 use crate::watch::Hub;
 use futures::stream::{BoxStream, StreamExt};
+use prost::Message;
 use keygate_proto::etcdserverpb::{kv_client::KvClient, RangeRequest, RangeResponse};
 use std::future::Future;
 use std::sync::Arc;
@@ -38,18 +43,35 @@ pub type ClientStream<T> = tokio_stream::wrappers::ReceiverStream<T>;
 /// An upstream stream being opened.
 pub type Upstream<T> = futures::future::BoxFuture<'static, Result<Response<Streaming<T>>, Status>>;
 
-/// An RPC past phases 1 to 4: its timer running, its audit event (if any) begun, its caller
-/// known to the audit.
+/// An RPC past phases 1 to 5: its timer running, its audit event (if any) begun, its caller
+/// known to the audit, and its tenant when it was allowed in a namespace.
 struct Admitted {
     timer: RpcTimer,
     audit: Option<Pending>,
     who: Option<Identity>,
+    tenant: Option<Arc<Tenant>>,
+}
+
+impl Admitted {
+    fn namespace(&self) -> Option<&Namespace> {
+        self.tenant.as_ref().map(|t| &t.namespace)
+    }
+
+    fn decision(&self) -> &'static str {
+        if self.tenant.is_some() {
+            "allow-in-namespace"
+        } else {
+            "allow"
+        }
+    }
 }
 
 /// What every RPC handler shares.
 pub struct Gateway {
     pub pool: Pool,
     pub metrics: Metrics,
+    /// Namespaces' quotas and metrics.
+    pub tenants: Arc<Tenants>,
     pub shutdown: Shutdown,
     /// The highest revision shown to any client.
     pub seen: Arc<SeenRevision>,
@@ -75,38 +97,47 @@ impl Gateway {
         call: F,
     ) -> Result<Response<Resp>, Status>
     where
-        Req: Clone + Describe,
-        Resp: Revisioned,
+        Req: Clone + Describe + Confine + Message,
+        Resp: Revisioned + Strip + Message,
         F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let admitted = self.begin(method, &mut request).await?;
         let result = self.forward(method, request, call).await;
+        let result = respond(&admitted, method, result);
         self.finish(admitted, &result, "upstream").await;
         result
     }
 
-    /// Phases 1 to 4 for a request of one message: the RPC's timer and audit event start, the
-    /// caller is identified, the request described and authorized. A refusal is accounted
-    /// here and returned.
-    async fn begin<T: Describe>(
+    /// Phases 1 to 5 for a request of one message: the RPC's timer and audit event start, the
+    /// caller is identified, the request described, authorized, and — in a namespace — held to
+    /// its tenant's quotas and confined. A refusal is accounted here and returned.
+    async fn begin<T: Describe + Confine + Message>(
         &self,
         method: &'static Method,
         request: &mut Request<T>,
     ) -> Result<Admitted, Status> {
         let timer = self.metrics.grpc.start(method);
         let audit = (self.audit.as_ref()).map(|_| Audit::begin(method, request.get_ref()));
-        if let Err(status) = self.admit(method, request) {
-            timer.finish(status.code());
-            let who = request.extensions().get::<Identity>();
-            self.account(audit, who, "deny", Err(&status), "keygate")
-                .await;
-            return Err(status);
-        }
+        let tenant = match self.admit(method, request).await {
+            Ok(tenant) => tenant,
+            Err(status) => {
+                timer.finish(status.code());
+                let who = request.extensions().get::<Identity>();
+                self.account(audit, who, "deny", Err(&status), "keygate")
+                    .await;
+                return Err(status);
+            }
+        };
         let who = audit
             .as_ref()
             .and_then(|_| request.extensions().get::<Identity>().cloned());
-        Ok(Admitted { timer, audit, who })
+        Ok(Admitted {
+            timer,
+            audit,
+            who,
+            tenant,
+        })
     }
 
     /// Phase 8 for a unary RPC: its timer and its audit event get the outcome.
@@ -116,39 +147,70 @@ impl Gateway {
         result: &Result<Response<R>, Status>,
         served_by: &'static str,
     ) {
-        let Admitted { timer, audit, who } = admitted;
+        let decision = admitted.decision();
+        let Admitted {
+            timer, audit, who, ..
+        } = admitted;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
         let outcome = result.as_ref().map(|r| r.get_ref().revision());
-        self.account(audit, who.as_ref(), "allow", outcome, served_by)
+        self.account(audit, who.as_ref(), decision, outcome, served_by)
             .await;
     }
 
-    /// Phases 2 to 4: identify the caller, describe the request, ask the authorizers.
-    fn admit<T: Describe>(
+    /// Phases 2 to 5: identify the caller, describe the request, ask the authorizers; a
+    /// request they allow in a namespace is held to its tenant's quotas and confined to it.
+    async fn admit<T: Describe + Confine + Message>(
         &self,
         method: &'static Method,
         request: &mut Request<T>,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<Arc<Tenant>>, Status> {
         self.identify(method, request)?;
-        match &self.policy {
-            None => Ok(()),
-            // Authenticate is how an anonymous caller becomes someone; etcd checks it.
-            Some(_) if std::ptr::eq(method, &method::AUTHENTICATE) => Ok(()),
-            Some(policy) => self.authorize(
-                policy,
-                &Description::of(method, request.get_ref()),
-                request.extensions(),
-            ),
+        let Some(policy) = &self.policy else {
+            return Ok(None);
+        };
+        // Authenticate is how an anonymous caller becomes someone; etcd checks it.
+        if std::ptr::eq(method, &method::AUTHENTICATE) {
+            return Ok(None);
         }
+        let what = Description::of(method, request.get_ref());
+        let Some(namespace) = self.authorize(policy, &what, request.extensions())? else {
+            return Ok(None);
+        };
+        let tenant = self.tenants.get(&namespace);
+        self.confine(&tenant, method, &what, request.get_mut())
+            .await?;
+        Ok(Some(tenant))
     }
 
-    /// Phase 4, authorize: the plugin chain's verdict on the described request.
+    /// Phase 5, rewrite: a request allowed in a namespace, within its tenant's quotas, with
+    /// every key moved into the namespace. RPCs that reach beyond any namespace are refused.
+    async fn confine<T: Confine + Message>(
+        &self,
+        tenant: &Tenant,
+        method: &'static Method,
+        what: &Description,
+        message: &mut T,
+    ) -> Result<(), Status> {
+        tenant.admit(method.name, message.encoded_len())?;
+        if let Err(status) = message.confine(&tenant.namespace) {
+            tenant.denied();
+            return Err(status);
+        }
+        self.tenants.check_storage(tenant, what).await?;
+        if std::ptr::eq(method, &method::LEASE_GRANT) {
+            self.tenants.check_leases(tenant).await?;
+        }
+        Ok(())
+    }
+
+    /// Phase 4, authorize: the plugin chain's verdict on the described request, with the
+    /// namespace it confines the request to.
     fn authorize(
         &self,
         policy: &Policy,
         description: &Description,
         extensions: &Extensions,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<Namespace>, Status> {
         match extensions.get::<Identity>() {
             Some(identity) => policy.authorize(identity, description),
             None => Err(Status::permission_denied(crate::policy::PERMISSION_DENIED)),
@@ -208,6 +270,7 @@ impl Gateway {
                 .await
             }
         };
+        let result = respond(&admitted, &method::RANGE, result);
         self.finish(admitted, &result, served_by).await;
         result
     }
@@ -248,22 +311,28 @@ impl Gateway {
         call: F,
     ) -> Result<Response<RpcStream<Resp>>, Status>
     where
-        Req: Clone + Describe,
-        Resp: Revisioned + Send + 'static,
+        Req: Clone + Describe + Confine + Message,
+        Resp: Revisioned + Strip + Send + 'static,
         F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Streaming<Resp>>, Status>>,
     {
-        let Admitted { timer, audit, who } = self.begin(method, &mut request).await?;
+        let admitted = self.begin(method, &mut request).await?;
+        let (decision, namespace) = (admitted.decision(), admitted.namespace().cloned());
+        let Admitted {
+            timer, audit, who, ..
+        } = admitted;
         // The stream's event says how it opened.
         match self.forward(method, request, call).await {
             Ok(response) => {
-                self.account(audit, who.as_ref(), "allow", Ok(None), "upstream")
+                self.account(audit, who.as_ref(), decision, Ok(None), "upstream")
                     .await;
-                Ok(response.map(|upstream| self.relay(method, upstream, None, None, timer)))
+                Ok(response.map(|upstream| {
+                    self.relay(method, upstream, (None, None, namespace), timer)
+                }))
             }
             Err(status) => {
                 timer.finish(status.code());
-                self.account(audit, who.as_ref(), "allow", Err(&status), "upstream")
+                self.account(audit, who.as_ref(), decision, Err(&status), "upstream")
                     .await;
                 Err(status)
             }
@@ -280,7 +349,7 @@ impl Gateway {
     ) -> Result<Response<RpcStream<Resp>>, Status>
     where
         Req: Screened<Resp> + Send + 'static,
-        Resp: Revisioned + Send + 'static,
+        Resp: Revisioned + Strip + Send + 'static,
         F: FnOnce(Channel, Request<ClientStream<Req>>) -> Upstream<Resp>,
     {
         let timer = self.metrics.grpc.start(method);
@@ -290,20 +359,27 @@ impl Gateway {
         }
         // The stream as a whole, then (in `client_messages`) each message that needs it.
         let mut screen = None;
+        let mut namespace = None;
         if let Some(policy) = &self.policy {
             let opened = Description::new(method);
-            if let Err(status) = self.authorize(policy, &opened, request.extensions()) {
-                timer.finish(status.code());
-                return Err(status);
-            }
+            namespace = match self.authorize(policy, &opened, request.extensions()) {
+                Ok(namespace) => namespace,
+                Err(status) => {
+                    timer.finish(status.code());
+                    return Err(status);
+                }
+            };
             if let Some(identity) = request.extensions().get::<Identity>() {
                 let (tx, rx) = tokio::sync::mpsc::channel(16);
+                let tenant = namespace.as_ref().map(|ns| self.tenants.get(ns));
                 screen = Some((
                     Screen {
                         policy: policy.clone(),
                         identity: identity.clone(),
                         seen: self.seen.clone(),
                         refused: tx,
+                        tenant,
+                        watchers: Vec::new(),
                     },
                     rx,
                 ));
@@ -334,6 +410,7 @@ impl Gateway {
                 member,
                 client_failed: failed_rx,
                 refused,
+                namespace,
                 gw: self.clone(),
                 method,
                 timer,
@@ -343,8 +420,8 @@ impl Gateway {
         match upstream.await {
             Ok(response) => {
                 self.pool.record(&member, "ok");
-                Ok(response
-                    .map(|upstream| self.relay(method, upstream, Some(failed_rx), refused, timer)))
+                let ends = (Some(failed_rx), refused, namespace);
+                Ok(response.map(|upstream| self.relay(method, upstream, ends, timer)))
             }
             Err(status) => {
                 self.pool.note_failure(&member, &status);
@@ -399,18 +476,21 @@ impl Gateway {
         }
     }
 
-    fn relay<Resp: Revisioned + Send + 'static>(
+    /// Relays an upstream stream of responses: `ends` are the client's failure, keygate's
+    /// answers to refused client messages, and the namespace to strip from every response.
+    fn relay<Resp: Revisioned + Strip + Send + 'static>(
         self: &Arc<Self>,
         method: &'static Method,
         upstream: Streaming<Resp>,
-        client_failed: Option<oneshot::Receiver<Status>>,
-        refused: Option<mpsc::Receiver<Resp>>,
+        ends: RelayEnds<Resp>,
         timer: RpcTimer,
     ) -> RpcStream<Resp> {
+        let (client_failed, refused, namespace) = ends;
         let relay = Relay {
             upstream,
             client_failed,
             refused,
+            namespace,
             gw: self.clone(),
             method,
             timer: Some(timer),
@@ -422,6 +502,28 @@ impl Gateway {
         })
         .boxed()
     }
+}
+
+type RelayEnds<Resp> = (
+    Option<oneshot::Receiver<Status>>,
+    Option<mpsc::Receiver<Resp>>,
+    Option<Namespace>,
+);
+
+/// Phase 7, respond: a tenant's response with the namespace taken off every key, and its
+/// size in the tenant's metrics.
+fn respond<Resp: Strip + Message>(
+    admitted: &Admitted,
+    method: &'static Method,
+    result: Result<Response<Resp>, Status>,
+) -> Result<Response<Resp>, Status> {
+    let Some(tenant) = &admitted.tenant else {
+        return result;
+    };
+    let mut response = result?;
+    response.get_mut().strip(&tenant.namespace)?;
+    tenant.bytes(method.name, "out", response.get_ref().encoded_len());
+    Ok(response)
 }
 
 /// etcd checks a token's permissions on every read and watch; keygate's mirror cannot, so

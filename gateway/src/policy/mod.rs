@@ -1,10 +1,8 @@
 //! Phase 4, authorize: the chain of WebAssembly authorizers (see docs/plugins.md). Each is
 //! asked in configured order; the first deny wins. A plugin that fails (trap, time limit,
 //! memory cap) gives the request its failure policy: deny unless configured to allow.
-//!
-//! Namespaces (allow-in-namespace) need the rewrite phase, which keygate does not have yet:
-//! such a decision denies the request with a reason that says so, rather than letting a tenant
-//! at keys outside its prefix.
+//! An allow-in-namespace decision confines the request to the plugin's key prefix; prefixes of
+//! plugins later in the chain nest inside earlier ones'.
 
 pub mod audit;
 pub mod auditor;
@@ -19,15 +17,13 @@ use crate::config::PluginsConfig;
 use crate::describe::Description;
 use crate::identity::Identity;
 use crate::metrics::PluginMetrics;
+use crate::namespace::Namespace;
 use authorizer::Decision;
 use engine::PluginEngine;
 use tonic::{Code, Status};
 
 /// etcd's answer to a request its permissions refuse.
 pub const PERMISSION_DENIED: &str = "etcdserver: permission denied";
-/// The answer to an allow-in-namespace decision until keygate rewrites keys.
-pub const NAMESPACES_UNSUPPORTED: &str =
-    "etcdserver: permission denied (keygate: allow-in-namespace is not supported yet)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -101,20 +97,34 @@ impl Policy {
         }))
     }
 
-    /// Asks the chain whether `who` may make the request `what`.
-    pub fn authorize(&self, who: &Identity, what: &Description) -> Result<(), Status> {
+    /// Asks the chain whether `who` may make the request `what`, and in which namespace
+    /// (`None`: the whole keyspace).
+    pub fn authorize(
+        &self,
+        who: &Identity,
+        what: &Description,
+    ) -> Result<Option<Namespace>, Status> {
         let who_wit = convert::identity(who);
         let what_wit = convert::request(what);
-        let mut namespaced = false;
+        let mut namespace: Option<Namespace> = None;
         for slot in &self.chain {
             // In-flight requests finish on the version they started with.
             let plugin = slot.current();
             let (label, outcome) = match plugin.authorize(&who_wit, &what_wit) {
                 Ok(Decision::Allow) => (0, Ok(())),
-                Ok(Decision::AllowInNamespace(_)) => {
-                    namespaced = true;
-                    (2, Ok(()))
-                }
+                Ok(Decision::AllowInNamespace(prefix)) => match Namespace::new(&prefix) {
+                    Some(inner) => {
+                        namespace = Some(match namespace {
+                            Some(outer) => outer.nest(&inner),
+                            None => inner,
+                        });
+                        (2, Ok(()))
+                    }
+                    None => {
+                        tracing::warn!(plugin = %plugin.name, "allow-in-namespace with an empty prefix; denied");
+                        (3, Err(Status::permission_denied(PERMISSION_DENIED)))
+                    }
+                },
                 Ok(Decision::Deny(denial)) => (1, Err(denied(denial.code, denial.reason))),
                 Err(failure) => {
                     tracing::warn!(
@@ -135,10 +145,7 @@ impl Policy {
             plugin.decisions[label].inc();
             outcome?;
         }
-        if namespaced {
-            return Err(Status::permission_denied(NAMESPACES_UNSUPPORTED));
-        }
-        Ok(())
+        Ok(namespace)
     }
 }
 

@@ -1,12 +1,17 @@
 //! Streams whose client messages the authorizers see one by one: every WatchCreateRequest on
 //! a Watch stream is authorized as etcd checks it, and a refused one is answered as etcd
-//! answers it (created and canceled, watch_id -1, the reason) while the stream goes on.
+//! answers it (created and canceled, watch_id -1, the reason) while the stream goes on. On a
+//! stream opened in a namespace, every message is confined to it: watch creations must be
+//! allowed in the same namespace and are rewritten into it, keep-alives must name the tenant's
+//! own leases.
 
 use super::Policy;
 use crate::describe::{Describe, Description};
 use crate::identity::Identity;
 use crate::method;
+use crate::namespace::{Confine, Namespace, LEASE_NOT_FOUND};
 use crate::revision::SeenRevision;
+use crate::tenant::{Tenant, WatcherSlot};
 use keygate_proto::etcdserverpb::{
     watch_request::RequestUnion, LeaseKeepAliveRequest, LeaseKeepAliveResponse, ResponseHeader,
     WatchRequest, WatchResponse,
@@ -19,8 +24,15 @@ use tonic::Status;
 pub trait Screened<Resp> {
     /// The description of a message the authorizers must allow first; `None` for the rest.
     fn screen(&self) -> Option<Description>;
+    /// Moves the message into the stream's namespace; the error refuses it.
+    fn confine(&mut self, ns: &Namespace) -> Result<(), Status>;
+    /// Whether the message opens a watcher (which counts against the tenant's quota), or
+    /// closes one.
+    fn watchers(&self) -> i32 {
+        0
+    }
     /// The response that takes the place of etcd's when the message is refused.
-    fn refusal(status: &Status, revision: i64) -> Resp;
+    fn refusal(&self, status: &Status, revision: i64) -> Resp;
 }
 
 impl Screened<WatchResponse> for WatchRequest {
@@ -35,7 +47,22 @@ impl Screened<WatchResponse> for WatchRequest {
         }
     }
 
-    fn refusal(status: &Status, revision: i64) -> WatchResponse {
+    fn confine(&mut self, ns: &Namespace) -> Result<(), Status> {
+        match &mut self.request_union {
+            Some(RequestUnion::CreateRequest(create)) => create.confine(ns),
+            _ => Ok(()),
+        }
+    }
+
+    fn watchers(&self) -> i32 {
+        match &self.request_union {
+            Some(RequestUnion::CreateRequest(_)) => 1,
+            Some(RequestUnion::CancelRequest(_)) => -1,
+            _ => 0,
+        }
+    }
+
+    fn refusal(&self, status: &Status, revision: i64) -> WatchResponse {
         WatchResponse {
             header: Some(ResponseHeader {
                 revision,
@@ -56,8 +83,24 @@ impl Screened<LeaseKeepAliveResponse> for LeaseKeepAliveRequest {
         None
     }
 
-    fn refusal(_status: &Status, _revision: i64) -> LeaseKeepAliveResponse {
-        LeaseKeepAliveResponse::default()
+    fn confine(&mut self, ns: &Namespace) -> Result<(), Status> {
+        if ns.owns_lease(self.id) {
+            Ok(())
+        } else {
+            Err(Status::not_found(LEASE_NOT_FOUND))
+        }
+    }
+
+    /// etcd's answer to a keep-alive for a lease it does not have.
+    fn refusal(&self, _status: &Status, revision: i64) -> LeaseKeepAliveResponse {
+        LeaseKeepAliveResponse {
+            header: Some(ResponseHeader {
+                revision,
+                ..Default::default()
+            }),
+            id: self.id,
+            ttl: 0,
+        }
     }
 }
 
@@ -67,20 +110,42 @@ pub struct Screen<Resp> {
     pub identity: Identity,
     pub seen: Arc<SeenRevision>,
     pub refused: mpsc::Sender<Resp>,
+    /// The tenant the stream was opened in.
+    pub tenant: Option<Arc<Tenant>>,
+    /// The tenant's watchers created on this stream (freed as they are canceled, or when the
+    /// client stops sending).
+    pub watchers: Vec<WatcherSlot>,
 }
 
 impl<Resp> Screen<Resp> {
-    pub fn check<Req: Screened<Resp>>(&self, message: &Req) -> Result<(), Resp> {
-        match message.screen() {
-            None => Ok(()),
-            Some(description) => self
-                .policy
-                .authorize(&self.identity, &description)
-                .map_err(|status| {
-                    tracing::debug!(identity = %self.identity.name, "stream message refused: {}", status.message());
-                    Req::refusal(&status, self.seen.get())
-                }),
+    pub fn check<Req: Screened<Resp>>(&mut self, message: &mut Req) -> Result<(), Resp> {
+        self.admit(message).map_err(|status| {
+            tracing::debug!(identity = %self.identity.name, "stream message refused: {}", status.message());
+            message.refusal(&status, self.seen.get())
+        })
+    }
+
+    fn admit<Req: Screened<Resp>>(&mut self, message: &mut Req) -> Result<(), Status> {
+        if let Some(description) = message.screen() {
+            let namespace = self.policy.authorize(&self.identity, &description)?;
+            // A stream lives in one namespace: the one it was opened in.
+            if namespace.as_ref() != self.tenant.as_ref().map(|t| &t.namespace) {
+                return Err(Status::permission_denied(super::PERMISSION_DENIED));
+            }
         }
+        let Some(tenant) = &self.tenant else {
+            return Ok(());
+        };
+        if let Err(status) = message.confine(&tenant.namespace) {
+            tenant.denied();
+            return Err(status);
+        }
+        match message.watchers() {
+            1 => self.watchers.push(tenant.watcher()?),
+            -1 => drop(self.watchers.pop()),
+            _ => {}
+        }
+        Ok(())
     }
 }
 

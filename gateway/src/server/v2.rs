@@ -81,9 +81,13 @@ impl V2Proxy {
         if !self.enabled {
             return not_found();
         }
-        // The place for authorization plugins: they will be asked about `described`.
         let described = describe(req.method(), req.uri());
         tracing::debug!(operation = described.operation, key = ?described.key, "v2 request");
+        // Authorizers judge etcd v3 requests; v2 would go around them (and around namespaces),
+        // so with authorizers configured it is refused as etcd refuses an unauthenticated one.
+        if self.gw.policy.is_some() {
+            return unauthorized();
+        }
         let Ok(member) = self.gw.pool.pick() else {
             return unavailable();
         };
@@ -136,6 +140,18 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
 /// What etcd 3.5 without --enable-v2 answers on /v2 (Go's http.NotFound).
 fn not_found() -> Response<Body> {
     text(StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
+/// etcd v2's answer to a request its auth does not allow (error 110).
+fn unauthorized() -> Response<Body> {
+    let body = r#"{"errorCode":110,"message":"The request requires user authentication","cause":"Insufficient credentials","index":0}"#;
+    let mut resp = text(StatusCode::UNAUTHORIZED, "");
+    *resp.body_mut() = Body::new(Full::new(Bytes::from_static(body.as_bytes())));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 fn unavailable() -> Response<Body> {

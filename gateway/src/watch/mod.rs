@@ -12,17 +12,46 @@ use crate::pipeline::RpcStream;
 use crate::shutdown::Shutdown;
 use crate::upstream::Pool;
 use bytes::Bytes;
-use keygate_proto::etcdserverpb::{kv_client::KvClient, RangeRequest, WatchRequest, WatchResponse};
+use crate::describe::{Describe, Description};
+use crate::namespace::Confine;
+use keygate_proto::etcdserverpb::{
+    kv_client::KvClient, RangeRequest, WatchCreateRequest, WatchRequest, WatchResponse,
+};
 use std::time::Duration;
-use tonic::Streaming;
+use tonic::{Status, Streaming};
+use watcher::Tenancy;
 
 /// Responses queued per downstream stream before keygate stops reading for that stream.
 const STREAM_QUEUE: usize = 16;
 
-/// The authorizers and the caller of one stream: every watch it creates is asked about.
+/// The authorizers and the caller of one stream: every watch it creates is asked about. A
+/// stream opened in a tenant's namespace creates its watches in it.
 pub struct Guard {
     pub policy: std::sync::Arc<crate::policy::Policy>,
     pub identity: crate::identity::Identity,
+    pub tenant: Option<std::sync::Arc<crate::tenant::Tenant>>,
+}
+
+impl Guard {
+    /// A watch creation put to the authorizers and, on a tenant's stream, confined to its
+    /// namespace and counted against its watcher quota.
+    fn admit(&self, create: &mut WatchCreateRequest) -> Result<Option<Tenancy>, Status> {
+        let mut what = Description::new(&crate::method::WATCH);
+        create.describe(&mut what);
+        let namespace = self.policy.authorize(&self.identity, &what)?;
+        // A stream lives in one namespace: the one it was opened in.
+        if namespace.as_ref() != self.tenant.as_ref().map(|t| &t.namespace) {
+            return Err(Status::permission_denied(crate::policy::PERMISSION_DENIED));
+        }
+        let Some(tenant) = &self.tenant else {
+            return Ok(None);
+        };
+        if let Err(status) = create.confine(&tenant.namespace) {
+            tenant.denied();
+            return Err(status);
+        }
+        Ok(Some((tenant.namespace.clone(), tenant.watcher()?)))
+    }
 }
 
 #[derive(Clone)]

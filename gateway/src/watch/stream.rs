@@ -2,9 +2,9 @@
 //! cancel them, and the delivery of their events from the mirror's event window.
 
 use super::dedicated;
-use super::watcher::{responses, Watcher, DUPLICATE_ID};
+use super::watcher::{responses, Tenancy, Watcher, DUPLICATE_ID};
 use super::{Guard, Hub};
-use crate::describe::{Describe, Description};
+use crate::namespace::Strip;
 use crate::errors::GatewayError;
 use crate::metrics::RpcTimer;
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
@@ -25,7 +25,7 @@ pub(super) struct Stream {
     out: Out,
     watchers: BTreeMap<i64, Watcher>,
     /// Watchers with an upstream watch of their own.
-    dedicated: HashMap<i64, JoinHandle<()>>,
+    dedicated: HashMap<i64, (JoinHandle<()>, Option<Tenancy>)>,
     dedicated_tx: mpsc::Sender<(i64, WatchResponse)>,
     next_id: i64,
     /// A WatchProgressRequest waits for every watcher to be synced.
@@ -97,7 +97,7 @@ impl Stream {
         timer.finish(code);
         hub.metrics.streams.dec();
         hub.metrics.watchers.sub(stream.watchers.len() as i64);
-        for (_, task) in stream.dedicated.drain() {
+        for (_, (task, _)) in stream.dedicated.drain() {
             task.abort();
             hub.metrics.upstream_streams.dec();
         }
@@ -137,13 +137,12 @@ impl Stream {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
-        if let Some(guard) = &self.guard {
-            let mut what = Description::new(&crate::method::WATCH);
-            create.describe(&mut what);
-            if let Err(status) = guard.policy.authorize(&guard.identity, &what) {
-                return self.send(refused(status.message())).await;
-            }
-        }
+        let mut create = create;
+        let tenancy = match self.guard.as_ref().map(|guard| guard.admit(&mut create)) {
+            Some(Err(status)) => return self.send(refused(status.message())).await,
+            Some(Ok(tenancy)) => tenancy,
+            None => None,
+        };
         let next = if create.start_revision > 0 {
             create.start_revision
         } else {
@@ -163,6 +162,7 @@ impl Stream {
             return self.send(refused(DUPLICATE_ID)).await;
         }
         watcher.id = id;
+        watcher.tenancy = tenancy;
         // History is served from the window only where etcd still has it: events the window
         // holds may already be compacted away upstream, and then etcd's answer is the compaction.
         let in_window = next > current
@@ -183,21 +183,26 @@ impl Stream {
         })
         .await?;
         if !in_window || !self.hub.mirror.serving() {
-            return self.create_dedicated(id, create);
+            return self.create_dedicated(id, create, watcher.tenancy);
         }
         self.watchers.insert(id, watcher);
         self.hub.metrics.watchers.inc();
         self.deliver().await
     }
 
-    fn create_dedicated(&mut self, id: i64, create: WatchCreateRequest) -> Result<(), Ended> {
+    fn create_dedicated(
+        &mut self,
+        id: i64,
+        create: WatchCreateRequest,
+        tenancy: Option<Tenancy>,
+    ) -> Result<(), Ended> {
         let task = tokio::spawn(dedicated::run(
             self.hub.pool.clone(),
             id,
             create,
             self.dedicated_tx.clone(),
         ));
-        self.dedicated.insert(id, task);
+        self.dedicated.insert(id, (task, tenancy));
         self.hub.metrics.upstream_streams.inc();
         Ok(())
     }
@@ -215,7 +220,7 @@ impl Stream {
     async fn cancel(&mut self, id: i64) -> Result<(), Ended> {
         if self.watchers.remove(&id).is_some() {
             self.hub.metrics.watchers.dec();
-        } else if let Some(task) = self.dedicated.remove(&id) {
+        } else if let Some((task, _)) = self.dedicated.remove(&id) {
             task.abort();
             self.hub.metrics.upstream_streams.dec();
         } else {
@@ -232,9 +237,14 @@ impl Stream {
         .await
     }
 
-    async fn relay_dedicated(&mut self, id: i64, resp: WatchResponse) -> Result<(), Ended> {
-        if !self.dedicated.contains_key(&id) {
+    async fn relay_dedicated(&mut self, id: i64, mut resp: WatchResponse) -> Result<(), Ended> {
+        let Some((_, tenancy)) = self.dedicated.get(&id) else {
             return Ok(()); // canceled meanwhile
+        };
+        if let Some((ns, _)) = tenancy {
+            if let Err(status) = resp.strip(ns) {
+                return Err(Ended::Failed(status));
+            }
         }
         if resp.canceled {
             self.dedicated.remove(&id);
@@ -272,7 +282,7 @@ impl Stream {
                         let (fragment, max) = (watcher.fragment, self.hub.max_response_bytes);
                         let mut out = Vec::new();
                         for (header_revision, revs) in batches {
-                            let events = watcher.select(revs);
+                            let events = watcher.select(revs).map_err(Ended::Failed)?;
                             if !events.is_empty() {
                                 let header = self.hub.mirror.header(header_revision);
                                 out.extend(responses(id, header, events, fragment, max));

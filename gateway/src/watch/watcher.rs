@@ -2,6 +2,8 @@
 //! and shaped into responses, following etcd's rules.
 
 use crate::mirror::RevisionEvents;
+use crate::namespace::{Namespace, Strip};
+use crate::tenant::WatcherSlot;
 use bytes::Bytes;
 use keygate_proto::etcdserverpb::watch_create_request::FilterType;
 use keygate_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
@@ -40,7 +42,13 @@ pub struct Watcher {
     /// Events of this revision go out without prev_kv: it is the compaction revision, and etcd
     /// reads prev_kv at the revision before, which is gone.
     pub no_prev_kv_at: Option<i64>,
+    /// The namespace of a tenant's watcher, taken off its events, and its place in the
+    /// tenant's watcher quota.
+    pub tenancy: Option<Tenancy>,
 }
+
+/// A tenant's watcher: its namespace and its place in the tenant's quota.
+pub type Tenancy = (Namespace, WatcherSlot);
 
 impl Watcher {
     /// A watcher as etcd would set it up; the error is etcd's cancel reason.
@@ -74,6 +82,7 @@ impl Watcher {
             next,
             catching_up: next <= current,
             no_prev_kv_at: None,
+            tenancy: None,
         })
     }
 
@@ -85,13 +94,14 @@ impl Watcher {
         }
     }
 
-    /// This watcher's events among those of `revisions`, filtered and with prev_kv only when
-    /// asked for.
     pub fn wants_prev_kv(&self) -> bool {
         self.prev_kv
     }
 
-    pub fn select(&self, revisions: &[Arc<RevisionEvents>]) -> Vec<Event> {
+    /// This watcher's events among those of `revisions`, filtered and with prev_kv only when
+    /// asked for. A tenant's watcher gets its events without the namespace; an event outside it fails
+    /// the stream rather than reach the tenant.
+    pub fn select(&self, revisions: &[Arc<RevisionEvents>]) -> Result<Vec<Event>, tonic::Status> {
         let mut out = Vec::new();
         for rev in revisions {
             for event in &rev.events {
@@ -105,10 +115,13 @@ impl Watcher {
                 if !self.prev_kv || self.no_prev_kv_at == Some(rev.revision) {
                     event.prev_kv = None;
                 }
+                if let Some((ns, _)) = &self.tenancy {
+                    event.strip(ns)?;
+                }
                 out.push(event);
             }
         }
-        out
+        Ok(out)
     }
 }
 

@@ -1,11 +1,14 @@
 //! Tenant isolation: each configured identity is a tenant that owns a key prefix; admins see
-//! everything; anyone else is refused. A tenant may use the key-value, watch and lease RPCs on
-//! keys inside its prefix and nothing cluster-wide.
+//! everything; anyone else is refused.
 //!
 //! Config: {"tenants": {"alice": "/tenants/alice/"}, "admins": ["root"],
-//!          "mode": "check" | "namespace", "tenant_methods": ["Status"]}
-//! "check" (the default) allows a tenant's request only when every key it names already lies
-//! inside its prefix; "namespace" answers allow-in-namespace and lets keygate add the prefix.
+//!          "mode": "check" | "namespace", "tenant_methods": ["Status"],
+//!          "cluster_methods": []}
+//! "check" (the default) allows a tenant the key-value, watch and lease RPCs (and
+//! `tenant_methods`) only when every key it names already lies inside its prefix.
+//! "namespace" answers allow-in-namespace for every RPC: keygate adds the prefix to every key
+//! and refuses the cluster-wide RPCs, except `cluster_methods`, which are allowed as they are.
+//! Namespaces must not overlap: no tenant's prefix may be a prefix of another's.
 
 use keygate_plugin_sdk::authorizer::{
     export_authorizer, permission_denied, Decision, Guest, Identity, Request,
@@ -20,6 +23,27 @@ struct Config {
     admins: Vec<String>,
     mode: Mode,
     tenant_methods: Vec<String>,
+    cluster_methods: Vec<String>,
+}
+
+impl Config {
+    fn check(self) -> Result<Self, String> {
+        for (name, prefix) in &self.tenants {
+            if prefix.is_empty() {
+                return Err(format!("tenants.{name}: empty prefix"));
+            }
+            let overlap = self
+                .tenants
+                .iter()
+                .find(|(other, p)| *other != name && p.starts_with(prefix.as_str()));
+            if let Some((other, p)) = overlap {
+                return Err(format!(
+                    "tenants.{name} ({prefix:?}) is a prefix of tenants.{other} ({p:?}): namespaces would overlap"
+                ));
+            }
+        }
+        Ok(self)
+    }
 }
 
 #[derive(serde::Deserialize, Default, PartialEq)]
@@ -49,7 +73,7 @@ struct TenantIsolation;
 
 impl Guest for TenantIsolation {
     fn init(config: String) -> Result<(), String> {
-        CONFIG.set(parse_config(&config)?)
+        CONFIG.set(parse_config::<Config>(&config)?.check()?)
     }
 
     fn authorize(who: Identity, what: Request) -> Decision {
@@ -62,13 +86,16 @@ impl Guest for TenantIsolation {
         let Some(prefix) = config.tenants.get(&who.name) else {
             return permission_denied();
         };
+        if config.mode == Mode::Namespace {
+            if config.cluster_methods.contains(&what.method) {
+                return Decision::Allow;
+            }
+            return Decision::AllowInNamespace(prefix.as_bytes().to_vec());
+        }
         let method_ok = TENANT_METHODS.contains(&what.method.as_str())
             || config.tenant_methods.contains(&what.method);
         if !method_ok {
             return permission_denied();
-        }
-        if config.mode == Mode::Namespace {
-            return Decision::AllowInNamespace(prefix.as_bytes().to_vec());
         }
         let inside = what
             .ranges
