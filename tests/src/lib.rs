@@ -18,6 +18,7 @@ pub mod plugins;
 pub mod ports;
 pub mod process;
 pub mod raw_grpc;
+pub mod tenants;
 pub mod tls_client;
 pub mod watch;
 pub mod watch_record;
