@@ -1,0 +1,220 @@
+//! Tenant quotas end to end against real etcd: request rate, watchers, leases, stored keys and
+//! bytes, each refused with etcd's RESOURCE_EXHAUSTED errors while other tenants go on; and the
+//! per-tenant metrics that count them.
+
+use anyhow::{ensure, Context, Result};
+use bytes::Bytes;
+use keygate_proto::etcdserverpb::watch_request::RequestUnion;
+use keygate_proto::etcdserverpb::*;
+use keygate_tests::tenants::{self, as_user};
+use keygate_tests::{http, EtcdCluster};
+use std::time::Duration;
+use tonic::Code;
+
+const QUOTAS: &str = r#"
+[tenants.namespaces."/a/"]
+keys = 3
+watches = 2
+leases = 1
+
+[tenants.namespaces."/ab/"]
+requests_per_second = 5.0
+burst = 5
+
+[tenants.namespaces."/c/"]
+bytes = 20
+"#;
+
+fn put(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: Bytes::from(key.to_string()),
+        value: Bytes::from(value.to_string()),
+        ..Default::default()
+    }
+}
+
+fn exhausted(result: Result<impl std::fmt::Debug, tonic::Status>, message: &str) -> Result<()> {
+    match result {
+        Err(status) if status.code() == Code::ResourceExhausted && status.message() == message => {
+            Ok(())
+        }
+        other => anyhow::bail!("expected RESOURCE_EXHAUSTED {message:?}, got {other:?}"),
+    }
+}
+
+const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+const TOO_MANY: &str = "etcdserver: too many requests";
+
+#[tokio::test]
+async fn quotas_refuse_past_their_limit_and_only_for_their_tenant() -> Result<()> {
+    let etcd = EtcdCluster::start(1).await?;
+    let kg = tenants::start(&etcd, QUOTAS, &[]).await?;
+    let mut c = kg.clients().await?;
+
+    // Keys: three fit; a fourth new key does not, an overwrite does; a delete makes room.
+    for key in ["k1", "k2", "k3"] {
+        c.kv.put(as_user("alice", put(key, "v"))).await?;
+    }
+    exhausted(c.kv.put(as_user("alice", put("k4", "v"))).await, NO_SPACE)?;
+    let txn = TxnRequest {
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(put("k5", "v"))),
+        }],
+        ..Default::default()
+    };
+    exhausted(c.kv.txn(as_user("alice", txn)).await, NO_SPACE)?;
+    c.kv.put(as_user("alice", put("k1", "overwritten"))).await?;
+    let delete = DeleteRangeRequest {
+        key: Bytes::from_static(b"k1"),
+        ..Default::default()
+    };
+    c.kv.delete_range(as_user("alice", delete)).await?;
+    c.kv.put(as_user("alice", put("k4", "v"))).await?;
+    // Nothing refused was written.
+    let raw =
+        c.kv.range(as_user(
+            tenants::ADMIN,
+            RangeRequest {
+                key: Bytes::from_static(b"/a/"),
+                range_end: Bytes::from_static(b"/a0"),
+                keys_only: true,
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner();
+    let keys: Vec<_> = raw.kvs.iter().map(|kv| kv.key.clone()).collect();
+    ensure!(keys == ["/a/k2", "/a/k3", "/a/k4"], "stored: {keys:?}");
+
+    // Bytes: key and value lengths, 20 at most.
+    c.kv.put(as_user("carol", put("k", "0123456789"))).await?; // 11
+    exhausted(
+        c.kv.put(as_user("carol", put("j", "0123456789"))).await,
+        NO_SPACE,
+    )?;
+    c.kv.put(as_user("carol", put("k", "0123456789abcdefgh")))
+        .await?; // 19
+    exhausted(
+        c.kv.put(as_user("carol", put("k", "0123456789abcdefghij")))
+            .await,
+        NO_SPACE,
+    )?;
+    c.kv.put(as_user("carol", put("k", "small"))).await?;
+
+    // Leases: one at a time.
+    let grant = || LeaseGrantRequest { ttl: 60, id: 0 };
+    let first = c
+        .lease
+        .lease_grant(as_user("alice", grant()))
+        .await?
+        .into_inner();
+    exhausted(
+        c.lease.lease_grant(as_user("alice", grant())).await,
+        TOO_MANY,
+    )?;
+    c.lease
+        .lease_revoke(as_user("alice", LeaseRevokeRequest { id: first.id }))
+        .await?;
+    c.lease.lease_grant(as_user("alice", grant())).await?;
+    // Another tenant's leases are not alice's.
+    c.lease.lease_grant(as_user("carol", grant())).await?;
+    c.lease.lease_grant(as_user("carol", grant())).await?;
+
+    // Watchers: two open at once; a canceled one frees its place.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut watch = c
+        .watch
+        .watch(as_user(
+            "alice",
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .await?
+        .into_inner();
+    let create = |key: &str| WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: Bytes::from(key.to_string()),
+            ..Default::default()
+        })),
+    };
+    for key in ["w1", "w2"] {
+        tx.send(create(key)).await?;
+        let resp = next(&mut watch).await?;
+        ensure!(resp.created && !resp.canceled, "{resp:?}");
+    }
+    tx.send(create("w3")).await?;
+    let refused = next(&mut watch).await?;
+    ensure!(
+        refused.canceled && refused.cancel_reason == TOO_MANY,
+        "third watcher: {refused:?}"
+    );
+    tx.send(WatchRequest {
+        request_union: Some(RequestUnion::CancelRequest(WatchCancelRequest {
+            watch_id: 0,
+        })),
+    })
+    .await?;
+    ensure!(next(&mut watch).await?.canceled, "cancel answered");
+    tx.send(create("w3")).await?;
+    let resp = next(&mut watch).await?;
+    ensure!(resp.created && !resp.canceled, "after a cancel: {resp:?}");
+
+    // Rate: bob's burst of 5 passes, the rest of a quick run is refused; alice, unlimited, is not.
+    let mut refused = 0;
+    for i in 0..20 {
+        let range = RangeRequest {
+            key: Bytes::from(format!("r{i}")),
+            serializable: true,
+            ..Default::default()
+        };
+        match c.kv.range(as_user("bob", range.clone())).await {
+            Ok(_) => {}
+            Err(status) if status.message() == TOO_MANY => refused += 1,
+            Err(status) => anyhow::bail!("bob: {status:?}"),
+        }
+        c.kv.range(as_user("alice", range)).await?;
+    }
+    ensure!((10..=15).contains(&refused), "bob refused {refused} of 20");
+
+    // The metrics count each tenant's requests and refusals.
+    let metrics = http::get(kg.addr(), "/metrics", Duration::from_secs(5))
+        .await?
+        .body;
+    for line in [
+        r#"keygate_tenant_quota_refusals_total{quota="keys",tenant="/a/"} 2"#,
+        r#"keygate_tenant_quota_refusals_total{quota="bytes",tenant="/c/"} 2"#,
+        r#"keygate_tenant_quota_refusals_total{quota="leases",tenant="/a/"} 1"#,
+        r#"keygate_tenant_quota_refusals_total{quota="watches",tenant="/a/"} 1"#,
+        r#"keygate_tenant_watchers{tenant="/a/"} 2"#,
+        r#"keygate_tenant_requests_total{method="Range",tenant="/ab/"} 20"#,
+    ] {
+        ensure!(
+            metrics.contains(line),
+            "missing {line} in:\n{}",
+            tenant_lines(&metrics)
+        );
+    }
+    ensure!(
+        metrics.contains(&format!(
+            r#"keygate_tenant_quota_refusals_total{{quota="rate",tenant="/ab/"}} {refused}"#
+        )),
+        "rate refusals in:\n{}",
+        tenant_lines(&metrics)
+    );
+    Ok(())
+}
+
+async fn next(watch: &mut tonic::Streaming<WatchResponse>) -> Result<WatchResponse> {
+    tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .context("watch response")?
+        .context("watch stream")?
+        .context("watch stream ended")
+}
+
+fn tenant_lines(metrics: &str) -> String {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("keygate_tenant"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
