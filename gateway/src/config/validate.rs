@@ -122,13 +122,15 @@ impl Config {
 impl Config {
     fn validate_tenants(&self) -> Result<(), ConfigError> {
         let tenants = &self.tenants;
-        let quotas = std::iter::once(("tenants.quota", &tenants.quota)).chain(
-            (tenants.namespaces.iter()).map(|(_, q)| ("tenants.namespaces", q)),
-        );
+        let quotas = std::iter::once(("tenants.quota", &tenants.quota))
+            .chain((tenants.namespaces.iter()).map(|(_, q)| ("tenants.namespaces", q)));
         for (option, quota) in quotas {
             let rate = quota.requests_per_second;
             if !rate.is_finite() || rate < 0.0 {
-                return Err(invalid(option, format!("requests_per_second {rate}: must be 0 or more")));
+                return Err(invalid(
+                    option,
+                    format!("requests_per_second {rate}: must be 0 or more"),
+                ));
             }
             if quota.limits_storage() && !self.mirror.enabled {
                 return Err(invalid(
@@ -138,7 +140,10 @@ impl Config {
             }
         }
         if let Some(prefix) = tenants.namespaces.keys().find(|p| p.is_empty()) {
-            return Err(invalid("tenants.namespaces", format!("{prefix:?}: a namespace is a non-empty key prefix")));
+            return Err(invalid(
+                "tenants.namespaces",
+                format!("{prefix:?}: a namespace is a non-empty key prefix"),
+            ));
         }
         Ok(())
     }

@@ -27,7 +27,8 @@ impl Mirror {
             return None;
         }
         let store = self.shared.store.read().ok()?;
-        let size = |key: &[u8], value: &[u8]| (key.len().saturating_sub(prefix_len) + value.len()) as u64;
+        let size =
+            |key: &[u8], value: &[u8]| (key.len().saturating_sub(prefix_len) + value.len()) as u64;
         let mut used = Usage::default();
         for kv in store.range(start, end) {
             used.keys += 1;
@@ -40,7 +41,12 @@ impl Mirror {
         }
         let sizes = keys
             .iter()
-            .map(|k| store.range(k, &[]).next().map(|kv| size(&kv.key, &kv.value)))
+            .map(|k| {
+                store
+                    .range(k, &[])
+                    .next()
+                    .map(|kv| size(&kv.key, &kv.value))
+            })
             .collect();
         Some((used, sizes))
     }

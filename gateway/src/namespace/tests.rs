@@ -1,7 +1,7 @@
 use super::*;
 use keygate_proto::etcdserverpb::{
-    compare, request_op, Compare, LeaseTimeToLiveResponse, PutRequest, RangeRequest,
-    RangeResponse, RequestOp, TxnRequest,
+    compare, request_op, Compare, LeaseTimeToLiveResponse, PutRequest, RangeRequest, RangeResponse,
+    RequestOp, TxnRequest,
 };
 use keygate_proto::mvccpb::KeyValue;
 
@@ -68,7 +68,10 @@ fn txns_are_confined_recursively() {
         ..Default::default()
     };
     txn.confine(&a).expect("confined");
-    assert_eq!((&txn.compare[0].key[..], &txn.compare[0].range_end[..]), (&b"/a/c"[..], &b"/a/d"[..]));
+    assert_eq!(
+        (&txn.compare[0].key[..], &txn.compare[0].range_end[..]),
+        (&b"/a/c"[..], &b"/a/d"[..])
+    );
     let Some(request_op::Request::RequestTxn(inner)) = &txn.failure[0].request else {
         panic!("nested txn kept");
     };

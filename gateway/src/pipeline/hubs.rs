@@ -67,8 +67,7 @@ impl Gateway {
         let Some(policy) = &self.policy else {
             return Ok(None);
         };
-        let namespace =
-            self.authorize(policy, &Description::new(method), request.extensions())?;
+        let namespace = self.authorize(policy, &Description::new(method), request.extensions())?;
         let tenant = namespace.map(|ns| self.tenants.get(&ns));
         if let Some(tenant) = &tenant {
             tenant.admit(method.name, 0)?;
@@ -97,7 +96,11 @@ impl Gateway {
         match self.admit_stream(&method::LEASE_KEEP_ALIVE, &mut request) {
             Ok(tenant) => {
                 let namespace = tenant.map(|t| t.namespace.clone());
-                Ok(Response::new(leases.serve(request.into_inner(), timer, namespace)))
+                Ok(Response::new(leases.serve(
+                    request.into_inner(),
+                    timer,
+                    namespace,
+                )))
             }
             Err(status) => {
                 timer.finish(status.code());

@@ -26,8 +26,8 @@ use crate::tenant::{Tenant, Tenants};
 use crate::upstream::{Member, Pool};
 use crate::watch::Hub;
 use futures::stream::{BoxStream, StreamExt};
-use prost::Message;
 use keygate_proto::etcdserverpb::{kv_client::KvClient, RangeRequest, RangeResponse};
+use prost::Message;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -326,9 +326,8 @@ impl Gateway {
             Ok(response) => {
                 self.account(audit, who.as_ref(), decision, Ok(None), "upstream")
                     .await;
-                Ok(response.map(|upstream| {
-                    self.relay(method, upstream, (None, None, namespace), timer)
-                }))
+                Ok(response
+                    .map(|upstream| self.relay(method, upstream, (None, None, namespace), timer)))
             }
             Err(status) => {
                 timer.finish(status.code());

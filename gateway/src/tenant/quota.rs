@@ -28,7 +28,9 @@ impl Tenants {
             keys: quota.keys,
             bytes: quota.bytes,
         };
-        let Some((used, sizes)) = mirror.usage((&start, &end), ns.prefix().len(), &keys, cap).await
+        let Some((used, sizes)) = mirror
+            .usage((&start, &end), ns.prefix().len(), &keys, cap)
+            .await
         else {
             tracing::warn!(tenant = %tenant.label, "storage quota not checked: the mirror cannot count now");
             return Ok(());
@@ -102,11 +104,18 @@ pub(super) async fn count_usage(tenants: Weak<Tenants>, every: Duration) {
                 keys: u64::MAX,
                 bytes: u64::MAX,
             };
-            if let Some((used, _)) = mirror.usage((&start, &end), ns.prefix().len(), &[], all).await {
+            if let Some((used, _)) = mirror
+                .usage((&start, &end), ns.prefix().len(), &[], all)
+                .await
+            {
                 let m = &tenants.metrics;
                 let label = [tenant.label.as_str()];
-                m.stored_keys.with_label_values(&label).set(used.keys as i64);
-                m.stored_bytes.with_label_values(&label).set(used.bytes as i64);
+                m.stored_keys
+                    .with_label_values(&label)
+                    .set(used.keys as i64);
+                m.stored_bytes
+                    .with_label_values(&label)
+                    .set(used.bytes as i64);
             }
         }
     }

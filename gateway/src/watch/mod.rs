@@ -6,14 +6,14 @@ mod dedicated;
 mod stream;
 mod watcher;
 
+use crate::describe::{Describe, Description};
 use crate::metrics::{GrpcMetrics, RpcTimer, WatchMetrics};
 use crate::mirror::Mirror;
+use crate::namespace::Confine;
 use crate::pipeline::RpcStream;
 use crate::shutdown::Shutdown;
 use crate::upstream::Pool;
 use bytes::Bytes;
-use crate::describe::{Describe, Description};
-use crate::namespace::Confine;
 use keygate_proto::etcdserverpb::{
     kv_client::KvClient, RangeRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };

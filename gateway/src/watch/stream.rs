@@ -4,9 +4,9 @@
 use super::dedicated;
 use super::watcher::{responses, Tenancy, Watcher, DUPLICATE_ID};
 use super::{Guard, Hub};
-use crate::namespace::Strip;
 use crate::errors::GatewayError;
 use crate::metrics::RpcTimer;
+use crate::namespace::Strip;
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
 use keygate_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use std::collections::{BTreeMap, HashMap};
