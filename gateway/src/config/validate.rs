@@ -123,7 +123,7 @@ impl Config {
     fn validate_tenants(&self) -> Result<(), ConfigError> {
         let tenants = &self.tenants;
         let quotas = std::iter::once(("tenants.quota", &tenants.quota))
-            .chain((tenants.namespaces.iter()).map(|(_, q)| ("tenants.namespaces", q)));
+            .chain(tenants.namespaces.values().map(|q| ("tenants.namespaces", q)));
         for (option, quota) in quotas {
             let rate = quota.requests_per_second;
             if !rate.is_finite() || rate < 0.0 {
