@@ -196,6 +196,160 @@ async fn tenants_and_read_only_identities_through_etcdctl() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn tenants_in_namespaces_through_etcdctl() -> Result<()> {
+    let pki = TestPki::new("namespaces")?;
+    let etcd = EtcdCluster::start(1).await?;
+    let plugins = format!(
+        "[[plugins.authorizers]]\npath = {}\n\
+         config = {{ mode = \"namespace\", admins = [\"root\"], \
+         tenants = {{ alice = \"/tenants/alice/\", bob = \"/tenants/bob/\" }} }}\n",
+        plugin_path("tenant_isolation")?,
+    );
+    let kg = keygate(&pki, &etcd, &plugins).await?;
+    let alice = As::new(&kg, &pki, &pki.client("alice", "alice")?)?;
+    let bob = As::new(&kg, &pki, &pki.client("bob", "bob")?)?;
+    let root = As::new(&kg, &pki, &pki.client("root", "root")?)?;
+
+    // Each tenant has a keyspace of its own, rooted at "/"...
+    alice.ok(&["put", "/config", "alice's"]).await?;
+    bob.ok(&["put", "/config", "bob's"]).await?;
+    ensure!(alice.ok(&["get", "/config"]).await? == "/config\nalice's\n");
+    ensure!(bob.ok(&["get", "--prefix", ""]).await? == "/config\nbob's\n");
+    ensure!(alice.ok(&["get", "--from-key", ""]).await? == "/config\nalice's\n");
+    // ...which the admin sees where it is stored.
+    let all = root
+        .ok(&["get", "--prefix", "/tenants/", "--keys-only"])
+        .await?;
+    ensure!(
+        all.split_whitespace().collect::<Vec<_>>()
+            == ["/tenants/alice//config", "/tenants/bob//config"],
+        "stored: {all:?}"
+    );
+    // A txn stays inside too: bob's compare sees his own key, not alice's.
+    let out = bob
+        .run_stdin(
+            &["txn"],
+            "value(\"/config\") = \"alice's\"\n\nput /hit yes\n\nput /miss yes\n\n",
+        )
+        .await?
+        .ok()?;
+    ensure!(out.stdout.starts_with("FAILURE"), "txn: {out:?}");
+    ensure!(
+        root.ok(&["get", "/tenants/bob//miss", "--print-value-only"])
+            .await?
+            == "yes\n"
+    );
+
+    // Watches see only the tenant's own events, without the prefix.
+    let mut watch = alice
+        .ctl
+        .spawn(&alice.args(&["watch", "--prefix", "/", "--prev-kv"]))?;
+    let mut lines = Vec::new();
+    for i in 0..20 {
+        bob.ok(&["put", "/config", &format!("b{i}")]).await?;
+        alice.ok(&["put", "/config", &format!("a{i}")]).await?;
+        if let Ok(got) = watch.lines(5, Duration::from_millis(500)).await {
+            lines = got;
+            break;
+        }
+    }
+    ensure!(
+        lines.len() == 5 && lines[0] == "PUT" && lines[1] == "/config" && lines[3] == "/config",
+        "alice's watch: {lines:?}"
+    );
+    ensure!(
+        !lines
+            .iter()
+            .any(|l| l.contains("tenants") || l.starts_with('b')),
+        "{lines:?}"
+    );
+    watch.kill().await?;
+
+    // Leases: a tenant's own, with its own keys; another's does not exist for it.
+    let granted = alice.ok(&["lease", "grant", "60"]).await?;
+    let id = granted
+        .split_whitespace()
+        .nth(1)
+        .context("lease id")?
+        .to_string();
+    alice.ok(&["put", "/leased", "v", "--lease", &id]).await?;
+    let ttl = alice.ok(&["lease", "timetolive", &id, "--keys"]).await?;
+    ensure!(
+        ttl.contains("attached keys([/leased])"),
+        "alice's lease: {ttl}"
+    );
+    let ttl = bob.ok(&["lease", "timetolive", &id, "--keys"]).await?;
+    ensure!(
+        ttl.contains("already expired"),
+        "bob looking at alice's lease: {ttl}"
+    );
+    let out = bob.run(&["lease", "revoke", &id]).await?;
+    ensure!(
+        out.stderr.contains("requested lease not found"),
+        "bob's revoke: {out:?}"
+    );
+    let out = bob.run(&["put", "/stolen", "v", "--lease", &id]).await?;
+    ensure!(
+        out.stderr.contains("requested lease not found"),
+        "bob's attach: {out:?}"
+    );
+    ensure!(alice.ok(&["get", "/leased", "--print-value-only"]).await? == "v\n");
+
+    // Locks and elections are named inside the namespace.
+    let mut lock = alice.ctl.spawn(&alice.args(&["lock", "/jobs"]))?;
+    let held = lock.next_line(LINE_TIMEOUT).await?;
+    ensure!(held.starts_with("/jobs/"), "alice's lock key: {held:?}");
+    let mut other = bob.ctl.spawn(&bob.args(&["lock", "/jobs"]))?;
+    let held = other
+        .next_line(LINE_TIMEOUT)
+        .await
+        .context("bob's lock is his own")?;
+    ensure!(held.starts_with("/jobs/"), "bob's lock key: {held:?}");
+    lock.kill().await?;
+    other.kill().await?;
+    let mut elect = alice
+        .ctl
+        .spawn(&alice.args(&["elect", "/leader", "alice-1"]))?;
+    let leader = elect.lines(2, LINE_TIMEOUT).await?;
+    ensure!(
+        leader[0].starts_with("/leader/") && leader[1] == "alice-1",
+        "{leader:?}"
+    );
+    // Observers see their own namespace's leader only: alice's, not bob's (he has none).
+    let mut listen = alice
+        .ctl
+        .spawn(&alice.args(&["elect", "--listen", "/leader"]))?;
+    let seen = listen.lines(2, LINE_TIMEOUT).await?;
+    ensure!(
+        seen[0].starts_with("/leader/") && seen[1] == "alice-1",
+        "{seen:?}"
+    );
+    let mut silent = bob
+        .ctl
+        .spawn(&bob.args(&["elect", "--listen", "/leader"]))?;
+    silent.expect_silence(Duration::from_secs(1)).await?;
+    for spawned in [&mut listen, &mut silent, &mut elect] {
+        spawned.kill().await?;
+    }
+
+    // Cluster-wide RPCs are not a tenant's; Status and MemberList reveal no key and are.
+    alice.denied(&["compaction", "1"]).await?;
+    alice.denied(&["defrag"]).await?;
+    alice.denied(&["lease", "list"]).await?;
+    alice
+        .denied(&[
+            "snapshot",
+            "save",
+            &pki.dir().join("snap.db").to_string_lossy(),
+        ])
+        .await?;
+    alice.denied(&["user", "list"]).await?;
+    alice.ok(&["member", "list"]).await?;
+    ensure!(alice.ok(&["endpoint", "status"]).await?.contains(kg.addr()));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn faulty_plugins_fail_closed_within_their_time_limit() -> Result<()> {
     let pki = TestPki::new("faulty")?;
     let etcd = EtcdCluster::start(1).await?;
