@@ -41,7 +41,7 @@ impl TenantMetrics {
                 &["tenant", "method"],
             )?,
             bytes: counter(
-                "keygate_tenant_bytes_total",
+                "keygate_tenant_message_bytes_total",
                 "Message bytes of a tenant's requests (in) and responses (out), by method.",
                 &["tenant", "method", "direction"],
             )?,
@@ -57,11 +57,11 @@ impl TenantMetrics {
             )?,
             watchers: gauge("keygate_tenant_watchers", "Watchers a tenant has open.")?,
             stored_keys: gauge(
-                "keygate_tenant_keys",
+                "keygate_tenant_stored_keys",
                 "Keys stored in a tenant's namespace, as last counted.",
             )?,
             stored_bytes: gauge(
-                "keygate_tenant_bytes",
+                "keygate_tenant_stored_bytes",
                 "Bytes (keys and values) stored in a tenant's namespace, as last counted.",
             )?,
         })
