@@ -12,6 +12,9 @@ use std::time::Duration;
 use tonic::Code;
 
 const QUOTAS: &str = r#"
+[tenants]
+usage_interval_ms = 100
+
 [tenants.namespaces."/a/"]
 keys = 3
 watches = 2
@@ -175,7 +178,12 @@ async fn quotas_refuse_past_their_limit_and_only_for_their_tenant() -> Result<()
     }
     ensure!((10..=15).contains(&refused), "bob refused {refused} of 20");
 
-    // The metrics count each tenant's requests and refusals.
+    // etcd's v2 API has no namespaces: with authorizers it is refused, never forwarded.
+    let v2 = http::get(kg.addr(), "/v2/keys/a/k2", Duration::from_secs(5)).await?;
+    ensure!(v2.status == 401 && v2.body.contains("\"errorCode\":110"), "v2: {v2:?}");
+
+    // The metrics count each tenant's requests, refusals and what it stores.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let metrics = http::get(kg.addr(), "/metrics", Duration::from_secs(5))
         .await?
         .body;
@@ -186,6 +194,9 @@ async fn quotas_refuse_past_their_limit_and_only_for_their_tenant() -> Result<()
         r#"keygate_tenant_quota_refusals_total{quota="watches",tenant="/a/"} 1"#,
         r#"keygate_tenant_watchers{tenant="/a/"} 2"#,
         r#"keygate_tenant_requests_total{method="Range",tenant="/ab/"} 20"#,
+        r#"keygate_tenant_stored_keys{tenant="/a/"} 3"#,
+        r#"keygate_tenant_stored_keys{tenant="/c/"} 1"#,
+        r#"keygate_tenant_stored_bytes{tenant="/c/"} 6"#,
     ] {
         ensure!(
             metrics.contains(line),
