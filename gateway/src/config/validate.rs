@@ -122,8 +122,12 @@ impl Config {
 impl Config {
     fn validate_tenants(&self) -> Result<(), ConfigError> {
         let tenants = &self.tenants;
-        let quotas = std::iter::once(("tenants.quota", &tenants.quota))
-            .chain(tenants.namespaces.values().map(|q| ("tenants.namespaces", q)));
+        let quotas = std::iter::once(("tenants.quota", &tenants.quota)).chain(
+            tenants
+                .namespaces
+                .values()
+                .map(|q| ("tenants.namespaces", q)),
+        );
         for (option, quota) in quotas {
             let rate = quota.requests_per_second;
             if !rate.is_finite() || rate < 0.0 {
