@@ -1869,7 +1869,6 @@ async fn cluster_wide_codes(
 /// key the tenant can name nowhere else. Not an escape from the namespace, but a difference
 /// from etcd; ignored until keygate passes the empty compare key through unchanged.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "keygate bug: a Txn compare on the empty key is rewritten to the namespace root instead of refused"]
 async fn compare_on_the_empty_key_matches_etcd() -> Result<()> {
     let mut w = World::start().await?;
     for end in [Bytes::new(), bs(b"\0"), bs(b"k")] {

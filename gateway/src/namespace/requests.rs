@@ -56,7 +56,8 @@ impl Confine for DeleteRangeRequest {
 
 impl Confine for TxnRequest {
     fn confine(&mut self, ns: &Namespace) -> Result<(), Status> {
-        for compare in &mut self.compare {
+        // etcd refuses a compare on the empty key; it must see it to say so.
+        for compare in self.compare.iter_mut().filter(|c| !c.key.is_empty()) {
             (compare.key, compare.range_end) = ns.range(&compare.key, &compare.range_end);
         }
         for op in self.success.iter_mut().chain(self.failure.iter_mut()) {
