@@ -416,6 +416,10 @@ async fn audit_jsonl_writes_one_record_per_request() -> Result<()> {
     viewer
         .ok(&["get", "/app/config/x", "--consistency=s"])
         .await?;
+    // A watch stream: one record when it opens.
+    let mut watch = alice.ctl.spawn(&alice.args(&["watch", "/app/config/x"]))?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    watch.kill().await?;
     // SIGTERM: keygate drains, then flushes the audit queue before it exits.
     kg.stop().await?;
     let text = std::fs::read_to_string(&log).context("audit log")?;
@@ -443,6 +447,7 @@ async fn audit_jsonl_writes_one_record_per_request() -> Result<()> {
         ("alice", "Range", "allow", 0),
         ("viewer", "Put", "deny", 7),
         ("viewer", "Range", "allow", 0),
+        ("alice", "Watch", "allow", 0),
     ]
     .iter()
     .map(|(w, m, d, c)| (w.to_string(), m.to_string(), d.to_string(), *c))
@@ -455,5 +460,6 @@ async fn audit_jsonl_writes_one_record_per_request() -> Result<()> {
     );
     ensure!(put["revision"].as_i64().unwrap_or(0) > 0, "{put}");
     ensure!(records[3]["served_by"] == "mirror", "{}", records[3]);
+    ensure!(records[4]["served_by"] == "hub", "{}", records[4]);
     Ok(())
 }

@@ -30,7 +30,11 @@ impl Gateway {
             return (self.bidi_stream(&method::WATCH, request, open_upstream)).await;
         };
         let timer = self.metrics.grpc.start(&method::WATCH);
-        match self.watch_guard(&mut request) {
+        let guard = self.watch_guard(&mut request);
+        let admitted = (guard.as_ref()).map(|g| g.as_ref().is_some_and(|g| g.tenant.is_some()));
+        self.account_opening(&method::WATCH, &request, admitted, "hub")
+            .await;
+        match guard {
             Ok(guard) => Ok(Response::new(hub.serve(request.into_inner(), timer, guard))),
             Err(status) => {
                 timer.finish(status.code());
@@ -93,7 +97,11 @@ impl Gateway {
         };
         let timer = self.metrics.grpc.start(&method::LEASE_KEEP_ALIVE);
         // Single keep-alives are not put to the authorizers; the stream's opening is.
-        match self.admit_stream(&method::LEASE_KEEP_ALIVE, &mut request) {
+        let admitted = self.admit_stream(&method::LEASE_KEEP_ALIVE, &mut request);
+        let opening = admitted.as_ref().map(Option::is_some);
+        self.account_opening(&method::LEASE_KEEP_ALIVE, &request, opening, "hub")
+            .await;
+        match admitted {
             Ok(tenant) => {
                 let namespace = tenant.map(|t| t.namespace.clone());
                 Ok(Response::new(leases.serve(

@@ -290,6 +290,29 @@ impl Gateway {
         }
     }
 
+    /// Phase 8 for a stream's opening: its audit event, when an auditor is configured —
+    /// refused (`Err`) or admitted, in a namespace or not.
+    async fn account_opening<T>(
+        &self,
+        method: &'static Method,
+        request: &Request<T>,
+        admitted: Result<bool, &Status>,
+        served_by: &'static str,
+    ) {
+        if self.audit.is_none() {
+            return;
+        }
+        let pending = Audit::begin_stream(method);
+        let who = request.extensions().get::<Identity>();
+        let (decision, outcome) = match admitted {
+            Ok(true) => ("allow-in-namespace", Ok(None)),
+            Ok(false) => ("allow", Ok(None)),
+            Err(status) => ("deny", Err(status)),
+        };
+        self.account(Some(pending), who, decision, outcome, served_by)
+            .await;
+    }
+
     async fn read_from_mirror(
         &self,
         request: &Request<RangeRequest>,

@@ -72,6 +72,8 @@ impl Gateway {
         let timer = self.metrics.grpc.start(method);
         if let Err(status) = self.identify(method, &mut request) {
             timer.finish(status.code());
+            self.account_opening(method, &request, Err(&status), "keygate")
+                .await;
             return Err(status);
         }
         // The stream as a whole, then (in `client_messages`) each message that needs it.
@@ -83,6 +85,8 @@ impl Gateway {
                 Ok(namespace) => namespace,
                 Err(status) => {
                     timer.finish(status.code());
+                    self.account_opening(method, &request, Err(&status), "keygate")
+                        .await;
                     return Err(status);
                 }
             };
@@ -103,6 +107,9 @@ impl Gateway {
             }
         }
         let (screen, refused) = screen.unzip();
+        let opening = Ok(namespace.is_some());
+        self.account_opening(method, &request, opening, "upstream")
+            .await;
         let member = match self.pool.pick() {
             Ok(member) => member,
             Err(e) => {

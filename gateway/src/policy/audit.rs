@@ -92,6 +92,18 @@ impl Audit {
         }
     }
 
+    /// The event of a stream's opening, which names no key of its own (its messages are not
+    /// audited one by one).
+    pub fn begin_stream(method: &'static Method) -> Pending {
+        Pending {
+            time_us: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+            started: Instant::now(),
+            description: Description::new(method),
+        }
+    }
+
     /// Queues the event of a finished request.
     pub async fn finish(
         &self,
