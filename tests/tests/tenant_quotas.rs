@@ -180,7 +180,10 @@ async fn quotas_refuse_past_their_limit_and_only_for_their_tenant() -> Result<()
 
     // etcd's v2 API has no namespaces: with authorizers it is refused, never forwarded.
     let v2 = http::get(kg.addr(), "/v2/keys/a/k2", Duration::from_secs(5)).await?;
-    ensure!(v2.status == 401 && v2.body.contains("\"errorCode\":110"), "v2: {v2:?}");
+    ensure!(
+        v2.status == 401 && v2.body.contains("\"errorCode\":110"),
+        "v2: {v2:?}"
+    );
 
     // The metrics count each tenant's requests, refusals and what it stores.
     tokio::time::sleep(Duration::from_millis(300)).await;
