@@ -416,7 +416,7 @@ async fn audit_jsonl_writes_one_record_per_request() -> Result<()> {
     viewer
         .ok(&["get", "/app/config/x", "--consistency=s"])
         .await?;
-    // A watch stream: one record when it opens.
+    // A watch stream: one record when it opens, one for each watch it creates.
     let mut watch = alice.ctl.spawn(&alice.args(&["watch", "/app/config/x"]))?;
     tokio::time::sleep(Duration::from_millis(800)).await;
     watch.kill().await?;
@@ -448,6 +448,7 @@ async fn audit_jsonl_writes_one_record_per_request() -> Result<()> {
         ("viewer", "Put", "deny", 7),
         ("viewer", "Range", "allow", 0),
         ("alice", "Watch", "allow", 0),
+        ("alice", "Watch", "allow", 0),
     ]
     .iter()
     .map(|(w, m, d, c)| (w.to_string(), m.to_string(), d.to_string(), *c))
@@ -460,6 +461,12 @@ async fn audit_jsonl_writes_one_record_per_request() -> Result<()> {
     );
     ensure!(put["revision"].as_i64().unwrap_or(0) > 0, "{put}");
     ensure!(records[3]["served_by"] == "mirror", "{}", records[3]);
+    // The stream's opening, then its watch creation with the key it watches.
     ensure!(records[4]["served_by"] == "hub", "{}", records[4]);
+    ensure!(
+        records[5]["ranges"][0]["key"] == "/app/…" && records[5]["served_by"] == "hub",
+        "{}",
+        records[5]
+    );
     Ok(())
 }

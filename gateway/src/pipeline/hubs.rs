@@ -7,7 +7,7 @@ use crate::describe::Description;
 use crate::identity::Identity;
 use crate::method::{self, Method};
 use crate::tenant::Tenant;
-use crate::watch::Guard;
+use crate::watch::{Guard, StreamAudit};
 use keygate_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, WatchRequest, WatchResponse,
 };
@@ -35,7 +35,14 @@ impl Gateway {
         self.account_opening(&method::WATCH, &request, admitted, "hub")
             .await;
         match guard {
-            Ok(guard) => Ok(Response::new(hub.serve(request.into_inner(), timer, guard))),
+            Ok(guard) => {
+                let audit = self.audit.clone().map(|audit| StreamAudit {
+                    audit,
+                    who: request.extensions().get::<Identity>().cloned(),
+                });
+                let inbound = request.into_inner();
+                Ok(Response::new(hub.serve(inbound, timer, (guard, audit))))
+            }
             Err(status) => {
                 timer.finish(status.code());
                 Err(status)

@@ -32,6 +32,12 @@ pub struct Guard {
     pub tenant: Option<std::sync::Arc<crate::tenant::Tenant>>,
 }
 
+/// The auditor a stream's watch creations are reported to, and who is creating them.
+pub struct StreamAudit {
+    pub audit: std::sync::Arc<crate::policy::audit::Audit>,
+    pub who: Option<crate::identity::Identity>,
+}
+
 impl Guard {
     /// A watch creation put to the authorizers and, on a tenant's stream, confined to its
     /// namespace and counted against its watcher quota.
@@ -117,10 +123,16 @@ impl Hub {
         &self,
         inbound: Streaming<WatchRequest>,
         timer: RpcTimer,
-        guard: Option<Guard>,
+        checks: (Option<Guard>, Option<StreamAudit>),
     ) -> RpcStream<WatchResponse> {
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(stream::Stream::run(self.clone(), inbound, tx, timer, guard));
+        tokio::spawn(stream::Stream::run(
+            self.clone(),
+            inbound,
+            tx,
+            timer,
+            checks,
+        ));
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 }

@@ -3,10 +3,11 @@
 
 use super::dedicated;
 use super::watcher::{responses, Tenancy, Watcher, DUPLICATE_ID};
-use super::{Guard, Hub};
+use super::{Guard, Hub, StreamAudit};
 use crate::errors::GatewayError;
 use crate::metrics::RpcTimer;
 use crate::namespace::Strip;
+use crate::policy::audit::{Audit, Pending};
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
 use keygate_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +33,8 @@ pub(super) struct Stream {
     progress_owed: bool,
     /// The authorizers every creation is put to, when plugins are configured.
     guard: Option<Guard>,
+    /// The auditor every creation is reported to, when one is configured.
+    audit: Option<StreamAudit>,
 }
 
 /// Why the stream ended.
@@ -46,7 +49,7 @@ impl Stream {
         mut inbound: Streaming<WatchRequest>,
         out: Out,
         timer: RpcTimer,
-        guard: Option<Guard>,
+        (guard, audit): (Option<Guard>, Option<StreamAudit>),
     ) {
         let (dedicated_tx, mut dedicated_rx) = mpsc::channel(64);
         let mut revision = hub.mirror.subscribe();
@@ -61,6 +64,7 @@ impl Stream {
             next_id: 0,
             progress_owed: false,
             guard,
+            audit,
         };
         hub.metrics.streams.inc();
         let mut reading = true;
@@ -137,11 +141,23 @@ impl Stream {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
+        let pending = self
+            .audit
+            .as_ref()
+            .map(|_| Audit::begin(&crate::method::WATCH, &create));
         let mut create = create;
         let tenancy = match self.guard.as_ref().map(|guard| guard.admit(&mut create)) {
-            Some(Err(status)) => return self.send(refused(status.message())).await,
+            Some(Err(status)) => {
+                self.audited(pending, "deny", Err(&status)).await;
+                return self.send(refused(status.message())).await;
+            }
             Some(Ok(tenancy)) => tenancy,
             None => None,
+        };
+        let decision = if tenancy.is_some() {
+            "allow-in-namespace"
+        } else {
+            "allow"
         };
         let next = if create.start_revision > 0 {
             create.start_revision
@@ -151,7 +167,11 @@ impl Stream {
         // As etcd: the range is checked before an id is taken.
         let mut watcher = match Watcher::new(0, &create, next, current) {
             Ok(watcher) => watcher,
-            Err(reason) => return self.send(refused(reason)).await,
+            Err(reason) => {
+                let status = Status::invalid_argument(reason);
+                self.audited(pending, decision, Err(&status)).await;
+                return self.send(refused(reason)).await;
+            }
         };
         let id = if create.watch_id == 0 {
             self.free_id()
@@ -159,8 +179,11 @@ impl Stream {
             create.watch_id
         };
         if self.watchers.contains_key(&id) || self.dedicated.contains_key(&id) {
+            let status = Status::invalid_argument(DUPLICATE_ID);
+            self.audited(pending, decision, Err(&status)).await;
             return self.send(refused(DUPLICATE_ID)).await;
         }
+        self.audited(pending, decision, Ok(Some(current))).await;
         watcher.id = id;
         watcher.tenancy = tenancy;
         // History is served from the window only where etcd still has it: events the window
@@ -188,6 +211,20 @@ impl Stream {
         self.watchers.insert(id, watcher);
         self.hub.metrics.watchers.inc();
         self.deliver().await
+    }
+
+    /// Phase 8 for one watch creation: its audit event, when an auditor is configured.
+    async fn audited(
+        &self,
+        pending: Option<Pending>,
+        decision: &'static str,
+        outcome: Result<Option<i64>, &Status>,
+    ) {
+        if let (Some(pending), Some(audit)) = (pending, &self.audit) {
+            (audit.audit)
+                .finish(pending, audit.who.as_ref(), decision, outcome, "hub")
+                .await;
+        }
     }
 
     fn create_dedicated(
