@@ -8,7 +8,6 @@ use keygate_plugin_sdk::auditor::{
     export_auditor, Access, AuditEvent, Guest, IdentitySource, KeyRange,
 };
 use keygate_plugin_sdk::{parse_config, State};
-use serde_json::json;
 
 #[derive(serde::Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -44,14 +43,50 @@ fn key(bytes: &[u8], segments: Option<usize>) -> String {
     cut
 }
 
-fn range(r: &KeyRange, segments: Option<usize>) -> serde_json::Value {
+/// One record, serialized straight from borrowed fields (no intermediate JSON tree).
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    time_us: u64,
+    identity: Who<'a>,
+    method: &'a str,
+    service: &'a str,
+    ranges: Vec<Range>,
+    value_bytes: u64,
+    lease: i64,
+    decision: &'a str,
+    status_code: u32,
+    status_message: &'a str,
+    revision: i64,
+    latency_us: u64,
+    served_by: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Who<'a> {
+    source: &'static str,
+    name: &'a str,
+    peer: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Range {
+    key: String,
+    range_end: String,
+    access: &'static str,
+}
+
+fn range(r: &KeyRange, segments: Option<usize>) -> Range {
     let access = match r.access {
         Access::Read => "read",
         Access::Write => "write",
         Access::Watch => "watch",
         Access::Compare => "compare",
     };
-    json!({"key": key(&r.key, segments), "range_end": key(&r.range_end, segments), "access": access})
+    Range {
+        key: key(&r.key, segments),
+        range_end: key(&r.range_end, segments),
+        access,
+    }
 }
 
 fn record(e: &AuditEvent, config: &Config) -> String {
@@ -61,23 +96,29 @@ fn record(e: &AuditEvent, config: &Config) -> String {
         IdentitySource::EtcdToken => "etcd_token",
         IdentitySource::Bearer => "bearer",
     };
-    let ranges: Vec<_> = e.request.ranges.iter().map(|r| range(r, config.key_segments)).collect();
-    json!({
-        "time_us": e.time_us,
-        "identity": {"source": source, "name": e.identity.name, "peer": e.identity.peer},
-        "method": e.request.method,
-        "service": e.request.service,
-        "ranges": ranges,
-        "value_bytes": e.request.value_bytes,
-        "lease": e.request.lease,
-        "decision": e.decision,
-        "status_code": e.status_code,
-        "status_message": e.status_message,
-        "revision": e.revision,
-        "latency_us": e.latency_us,
-        "served_by": e.served_by,
-    })
-    .to_string()
+    let record = Record {
+        time_us: e.time_us,
+        identity: Who {
+            source,
+            name: &e.identity.name,
+            peer: &e.identity.peer,
+        },
+        method: &e.request.method,
+        service: &e.request.service,
+        ranges: (e.request.ranges.iter())
+            .map(|r| range(r, config.key_segments))
+            .collect(),
+        value_bytes: e.request.value_bytes,
+        lease: e.request.lease,
+        decision: &e.decision,
+        status_code: e.status_code,
+        status_message: &e.status_message,
+        revision: e.revision,
+        latency_us: e.latency_us,
+        served_by: &e.served_by,
+    };
+    // Serializing plain strings and numbers cannot fail.
+    serde_json::to_string(&record).unwrap_or_default()
 }
 
 struct AuditJsonl;
