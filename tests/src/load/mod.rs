@@ -4,10 +4,12 @@
 
 pub mod cpu;
 pub mod fanout;
+mod handshake;
 pub mod issue_targets;
 pub mod markdown;
 pub mod report;
 mod target;
+mod tls;
 mod window;
 pub mod workload;
 
@@ -38,6 +40,9 @@ pub const ALL_MODES: &[&str] = &[
     "mixed",
 ];
 
+/// Modes run only when asked for by name (`--modes`).
+pub const EXTRA_MODES: &[&str] = &["handshakes"];
+
 /// Every target, in run order.
 /// `keygate-no-mirror` is keygate started with `--no-mirror`: pure forwarding.
 pub const ALL_TARGETS: &[&str] = &["etcd", "grpc-proxy", "keygate", "keygate-no-mirror"];
@@ -47,7 +52,8 @@ pub const ALL_TARGETS: &[&str] = &["etcd", "grpc-proxy", "keygate", "keygate-no-
 #[command(name = "loadgen")]
 pub struct Options {
     /// Modes to run, comma-separated: put, get-serializable, get-linearizable,
-    /// list-serializable, list-linearizable, watch, mixed.
+    /// list-serializable, list-linearizable, watch, mixed; and handshakes (a new connection,
+    /// one serializable Range, closed, in a loop), run only when named.
     #[arg(long, value_delimiter = ',', default_values_t = ALL_MODES.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
     pub modes: Vec<String>,
     /// Targets to measure, comma-separated: etcd, grpc-proxy, keygate, keygate-no-mirror
@@ -96,6 +102,14 @@ pub struct Options {
     /// Extra arguments for `keygate serve`, space-separated.
     #[arg(long, default_value = "")]
     pub keygate_args: String,
+    /// TLS everywhere: etcd serves TLS on its client port with client certificates required,
+    /// keygate and grpc-proxy terminate TLS the same way and reach etcd over TLS, and the load
+    /// generator connects over TLS presenting a client certificate.
+    #[arg(long)]
+    pub tls: bool,
+    /// Concurrent connect-request-close loops in handshakes mode.
+    #[arg(long, default_value_t = 8)]
+    pub handshake_loops: usize,
     /// Write the results as a Markdown section to this file (replacing the section between
     /// `<!-- loadgen:begin -->` and `<!-- loadgen:end -->` when the file has one).
     #[arg(long)]
@@ -106,8 +120,12 @@ pub struct Options {
 pub fn main() -> Result<()> {
     let opts = Options::parse();
     for m in &opts.modes {
-        if !ALL_MODES.contains(&m.as_str()) {
-            bail!("unknown mode {m:?}; modes: {}", ALL_MODES.join(","));
+        if !ALL_MODES.contains(&m.as_str()) && !EXTRA_MODES.contains(&m.as_str()) {
+            bail!(
+                "unknown mode {m:?}; modes: {},{}",
+                ALL_MODES.join(","),
+                EXTRA_MODES.join(",")
+            );
         }
     }
     for t in &opts.targets {
@@ -141,13 +159,21 @@ async fn run(opts: Options) -> Result<()> {
     let ticks = cpu::clock_ticks();
     let machine = cpu::machine_info();
     eprintln!(
-        "loadgen: {machine}; starting {} etcd member(s)",
-        opts.members
+        "loadgen: {machine}; starting {} etcd member(s){}",
+        opts.members,
+        if opts.tls { " serving TLS" } else { "" }
     );
 
-    let cluster = EtcdCluster::start(opts.members)
-        .await
-        .context("starting etcd")?;
+    let tls = if opts.tls {
+        Some(tls::LoadTls::new().context("making TLS certificates")?)
+    } else {
+        None
+    };
+    let cluster = match &tls {
+        Some(t) => EtcdCluster::start_tls(opts.members, t.etcd()).await,
+        None => EtcdCluster::start(opts.members).await,
+    }
+    .context("starting etcd")?;
     let urls = cluster.client_urls();
     let etcd_pids: Vec<u32> = (0..cluster.len()).filter_map(|i| cluster.pid(i)).collect();
     let etcd_version = etcd_version();
@@ -161,7 +187,8 @@ async fn run(opts: Options) -> Result<()> {
     };
 
     let data = Arc::new(Data::new(opts.keys, opts.list_keys, opts.value_size));
-    let direct = connect(&urls[0]).await?;
+    let client_tls = tls.as_ref().map(tls::LoadTls::client);
+    let direct = connect(&urls[0], client_tls.as_ref()).await?;
     let mut direct_kv = KvClient::new(direct.clone());
     preload(&mut direct_kv, &data)
         .await
@@ -179,18 +206,23 @@ async fn run(opts: Options) -> Result<()> {
         for name in &opts.targets {
             // Each proxy runs only while it is measured, so none of them (keygate's mirror
             // watch, say) loads etcd or the CPUs while another target is measured.
-            let (target, running) = match start_target(name, &urls, &etcd_pids, &opts).await {
-                Ok(t) => t,
-                Err(e) => {
-                    let m = Measure::failed(name, format!("did not start: {e:#}"));
-                    eprintln!("  {}", m.one_line());
-                    report.rows.push(m);
-                    continue;
-                }
-            };
+            let (target, running) =
+                match start_target(name, &urls, &etcd_pids, &opts, tls.as_ref()).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let m = Measure::failed(name, format!("did not start: {e:#}"));
+                        eprintln!("  {}", m.one_line());
+                        report.rows.push(m);
+                        continue;
+                    }
+                };
             let target = &target;
             let res = match mode.as_str() {
                 "watch" => run_watch(target, &opts, &direct_kv, epoch, ticks).await,
+                "handshakes" => {
+                    let request = data.gets_serializable[0].clone();
+                    handshake::run_handshakes(target, &opts, &request, ticks).await
+                }
                 m => {
                     let op = match m {
                         "put" => Op::Put,
@@ -235,7 +267,11 @@ async fn run(opts: Options) -> Result<()> {
         warmup: opts.warmup,
     };
     let targets_table = issue_targets::targets_table(&reports);
-    println!("{}", issue_targets::targets_text(&targets_table));
+    if opts.tls {
+        println!("{}", tls::summary(&reports));
+    } else {
+        println!("{}", issue_targets::targets_text(&targets_table));
+    }
     if let Some(path) = &opts.markdown {
         let section = markdown::markdown(&header, &reports, &targets_table);
         markdown::write_markdown(path, &section)?;
@@ -253,6 +289,12 @@ fn describe(mode: &str, o: &Options) -> String {
         "get-linearizable" => format!("linearizable Range of one random key among {} ({} B values), {closed}", o.keys, o.value_size),
         "list-serializable" => format!("serializable Range over a prefix of {} keys ({} B values), {closed}", o.list_keys, o.value_size),
         "list-linearizable" => format!("linearizable Range over a prefix of {} keys ({} B values), {closed}", o.list_keys, o.value_size),
+        "handshakes" => format!(
+            "{} loops each opening a new {} connection, sending one serializable Range on it and closing it; ops = connections, latency = connect{} + first answer",
+            o.handshake_loops,
+            if o.tls { "TLS" } else { "plain TCP" },
+            if o.tls { " + TLS handshake" } else { "" }
+        ),
         "watch" => format!(
             "{} watchers on one key over {} streams ({} connections), a put (to etcd directly) every {} ms; ops = events delivered, latency = put sent to event received",
             o.watchers, o.watch_streams, o.conns, o.watch_interval_ms

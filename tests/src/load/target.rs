@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use keygate_proto::etcdserverpb::kv_client::KvClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::report::Measure;
+use super::tls::{LoadTls, TlsGrpcProxy};
 use super::{cpu, Options};
 use crate::{GrpcProxy, Keygate};
 
@@ -20,12 +21,15 @@ pub(super) struct Target {
     pub(super) pids: Vec<u32>,
     /// The proxy's process (grpc-proxy or keygate), counted in `pids` too.
     pub(super) proxy_pid: Option<u32>,
+    /// TLS settings for the target's endpoints (`--tls`).
+    pub(super) tls: Option<ClientTlsConfig>,
 }
 
 /// The proxy process behind a target, stopped after its measurement.
 pub(super) enum Running {
     Nothing,
     Proxy(GrpcProxy),
+    TlsProxy(TlsGrpcProxy),
     Keygate(Keygate),
 }
 
@@ -34,6 +38,7 @@ impl Running {
         match self {
             Running::Nothing => {}
             Running::Proxy(p) => drop(p),
+            Running::TlsProxy(p) => drop(p),
             Running::Keygate(mut k) => {
                 if let Err(e) = k.stop().await {
                     eprintln!("loadgen: stopping keygate: {e:#}");
@@ -48,8 +53,10 @@ pub(super) async fn start_target(
     urls: &[String],
     etcd_pids: &[u32],
     opts: &Options,
+    tls: Option<&LoadTls>,
 ) -> Result<(Target, Running)> {
     let mut pids = etcd_pids.to_vec();
+    let client_tls = tls.map(LoadTls::client);
     match name {
         "etcd" => Ok((
             Target {
@@ -57,9 +64,24 @@ pub(super) async fn start_target(
                 endpoints: urls.to_vec(),
                 pids,
                 proxy_pid: None,
+                tls: client_tls,
             },
             Running::Nothing,
         )),
+        "grpc-proxy" if tls.is_some() => {
+            let p = tls.context("no TLS")?.start_grpc_proxy(urls).await?;
+            pids.extend(p.pid());
+            Ok((
+                Target {
+                    name: "grpc-proxy",
+                    endpoints: vec![p.endpoint()],
+                    pids,
+                    proxy_pid: p.pid(),
+                    tls: client_tls,
+                },
+                Running::TlsProxy(p),
+            ))
+        }
         "grpc-proxy" => {
             let p = GrpcProxy::start(urls).await?;
             let listen = format!("--listen-addr={}", p.addr());
@@ -74,6 +96,7 @@ pub(super) async fn start_target(
                     endpoints: vec![p.endpoint()],
                     pids,
                     proxy_pid,
+                    tls: None,
                 },
                 Running::Proxy(p),
             ))
@@ -88,14 +111,26 @@ pub(super) async fn start_target(
             if name == "keygate-no-mirror" {
                 extra.push("--no-mirror");
             }
+            let config = match tls {
+                Some(t) => Some(t.keygate_config()?.display().to_string()),
+                None => None,
+            };
+            if let Some(c) = &config {
+                extra.extend(["--config", c.as_str()]);
+            }
             let k = Keygate::start(urls, &extra).await?;
             pids.extend(k.pid());
+            let endpoint = match tls {
+                Some(_) => format!("https://{}", k.addr()),
+                None => k.endpoint(),
+            };
             Ok((
                 Target {
                     name,
-                    endpoints: vec![k.endpoint()],
+                    endpoints: vec![endpoint],
                     pids,
                     proxy_pid: k.pid(),
+                    tls: client_tls,
                 },
                 Running::Keygate(k),
             ))
@@ -103,8 +138,12 @@ pub(super) async fn start_target(
     }
 }
 
-pub(super) async fn connect(url: &str) -> Result<Channel> {
-    Endpoint::from_shared(url.to_string())?
+pub(super) async fn connect(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(url.to_string())?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.clone())?;
+    }
+    endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect()
@@ -115,7 +154,13 @@ pub(super) async fn connect(url: &str) -> Result<Channel> {
 pub(super) async fn connect_all(target: &Target, conns: usize) -> Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(conns);
     for i in 0..conns {
-        channels.push(connect(&target.endpoints[i % target.endpoints.len()]).await?);
+        channels.push(
+            connect(
+                &target.endpoints[i % target.endpoints.len()],
+                target.tls.as_ref(),
+            )
+            .await?,
+        );
     }
     Ok(channels)
 }
