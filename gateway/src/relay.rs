@@ -37,7 +37,7 @@ pub(crate) fn client_messages<Req: Screened<Resp> + Send + 'static, Resp: Send +
                     Ok(Some(mut message)) => {
                         grpc.message_received(method);
                         if let Some(screen) = &mut screen {
-                            if let Err(refusal) = screen.check(&mut message) {
+                            if let Err(refusal) = screen.check(&mut message).await {
                                 if screen.refused.send(refusal).await.is_err() {
                                     return;
                                 }

@@ -30,7 +30,14 @@ async fn next<T>(stream: &mut tonic::Streaming<T>) -> Result<T> {
 #[tokio::test]
 async fn forwarded_streams_stay_inside_the_namespace() -> Result<()> {
     let etcd = EtcdCluster::start(1).await?;
-    let kg = tenants::start(&etcd, "[lease]\ncoalesce_window_ms = 0\n", &["--no-mirror"]).await?;
+    let audit_log =
+        std::env::temp_dir().join(format!("tenant-streams-{}.jsonl", rand::random::<u32>()));
+    let extra = format!(
+        "[lease]\ncoalesce_window_ms = 0\n\n[plugins.audit]\npath = {}\noutput = {:?}\n",
+        keygate_tests::plugins::plugin_path("audit_jsonl")?,
+        audit_log.display().to_string(),
+    );
+    let mut kg = tenants::start(&etcd, &extra, &["--no-mirror"]).await?;
     let mut c = kg.clients().await?;
 
     // A watch on every key alice can see: only her events, without her prefix.

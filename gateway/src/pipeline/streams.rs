@@ -100,6 +100,7 @@ impl Gateway {
                         seen: self.seen.clone(),
                         refused: tx,
                         tenant,
+                        audit: self.audit.clone(),
                         watchers: Vec::new(),
                     },
                     rx,

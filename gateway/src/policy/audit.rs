@@ -92,15 +92,19 @@ impl Audit {
         }
     }
 
-    /// The event of a stream's opening, which names no key of its own (its messages are not
-    /// audited one by one).
+    /// The event of a stream's opening, which names no key of its own.
     pub fn begin_stream(method: &'static Method) -> Pending {
+        Self::begin_described(Description::new(method))
+    }
+
+    /// The event of a request already described (a message inside a stream).
+    pub fn begin_described(description: Description) -> Pending {
         Pending {
             time_us: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64),
             started: Instant::now(),
-            description: Description::new(method),
+            description,
         }
     }
 

@@ -5,6 +5,7 @@
 //! allowed in the same namespace and are rewritten into it, keep-alives must name the tenant's
 //! own leases.
 
+use super::audit::Audit;
 use super::Policy;
 use crate::describe::{Describe, Description};
 use crate::identity::Identity;
@@ -112,21 +113,40 @@ pub struct Screen<Resp> {
     pub refused: mpsc::Sender<Resp>,
     /// The tenant the stream was opened in.
     pub tenant: Option<Arc<Tenant>>,
+    /// The auditor each screened message (a watch creation) is reported to.
+    pub audit: Option<Arc<Audit>>,
     /// The tenant's watchers created on this stream (freed as they are canceled, or when the
     /// client stops sending).
     pub watchers: Vec<WatcherSlot>,
 }
 
 impl<Resp> Screen<Resp> {
-    pub fn check<Req: Screened<Resp>>(&mut self, message: &mut Req) -> Result<(), Resp> {
-        self.admit(message).map_err(|status| {
+    pub async fn check<Req: Screened<Resp>>(&mut self, message: &mut Req) -> Result<(), Resp> {
+        let description = message.screen();
+        let pending =
+            (self.audit.as_ref().zip(description.clone())).map(|(_, d)| Audit::begin_described(d));
+        let result = self.admit(message, description);
+        if let (Some(audit), Some(pending)) = (&self.audit, pending) {
+            let decision = match (&result, &self.tenant) {
+                (Err(_), _) => "deny",
+                (Ok(()), Some(_)) => "allow-in-namespace",
+                (Ok(()), None) => "allow",
+            };
+            let outcome = result.as_ref().map(|()| None);
+            (audit.finish(pending, Some(&self.identity), decision, outcome, "upstream")).await;
+        }
+        result.map_err(|status| {
             tracing::debug!(identity = %self.identity.name, "stream message refused: {}", status.message());
             message.refusal(&status, self.seen.get())
         })
     }
 
-    fn admit<Req: Screened<Resp>>(&mut self, message: &mut Req) -> Result<(), Status> {
-        if let Some(description) = message.screen() {
+    fn admit<Req: Screened<Resp>>(
+        &mut self,
+        message: &mut Req,
+        description: Option<Description>,
+    ) -> Result<(), Status> {
+        if let Some(description) = description {
             let namespace = self.policy.authorize(&self.identity, &description)?;
             // A stream lives in one namespace: the one it was opened in.
             if namespace.as_ref() != self.tenant.as_ref().map(|t| &t.namespace) {
