@@ -158,5 +158,31 @@ async fn forwarded_streams_stay_inside_the_namespace() -> Result<()> {
         kv.key.starts_with(b"/leader/") && kv.value == "alice-1",
         "{kv:?}"
     );
+
+    // The audit saw the forwarded watch stream open and each watch it created, as the tenant
+    // named them, in her namespace.
+    drop((tx, watch, ktx, keepalive, observe, c));
+    kg.stop().await?;
+    let text = std::fs::read_to_string(&audit_log)?;
+    let watches: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["method"] == "Watch" && r["identity"]["name"] == "alice")
+        .collect();
+    let keys: Vec<&str> = watches
+        .iter()
+        .map(|r| r["ranges"][0]["key"].as_str().unwrap_or("(none)"))
+        .collect();
+    ensure!(
+        keys == ["(none)", "\u{0}", "y"],
+        "audited watches: {keys:?}\n{text}"
+    );
+    ensure!(
+        watches
+            .iter()
+            .all(|r| r["decision"] == "allow-in-namespace" && r["served_by"] == "upstream"),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&audit_log);
     Ok(())
 }
