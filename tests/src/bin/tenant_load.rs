@@ -35,6 +35,11 @@ struct Options {
     /// Rounds of (alone, beside the noisy tenant); the report gives each phase's median.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Control run: the noisy tenant floods a second keygate (same etcd) instead, so the
+    /// machine carries the same load generation but the quiet tenant's keygate does not see
+    /// the noisy tenant at all.
+    #[arg(long)]
+    control: bool,
 }
 
 #[derive(Default)]
@@ -60,7 +65,12 @@ async fn run(opts: Options) -> Result<()> {
     );
     let kg = tenants::start(&etcd, &quota, &[]).await?;
     let quiet = connect(kg.addr()).await?;
-    let noisy = connect(kg.addr()).await?;
+    let other = if opts.control {
+        Some(tenants::start(&etcd, &quota, &[]).await?)
+    } else {
+        None
+    };
+    let noisy = connect(other.as_ref().unwrap_or(&kg).addr()).await?;
     let mut kv = KvClient::new(quiet.clone());
     for i in 0..100 {
         let put = PutRequest {
@@ -96,8 +106,13 @@ async fn run(opts: Options) -> Result<()> {
     }
 
     println!(
-        "quiet tenant: {} serializable gets/s; noisy tenant: {} requests/s offered against a quota of {}/s; {} rounds of {:.0} s per phase, medians\n",
-        opts.quiet_rate, opts.noisy_rate, opts.quota, opts.rounds, opts.duration
+        "quiet tenant: {} serializable gets/s; noisy tenant: {} requests/s offered against a quota of {}/s{}; {} rounds of {:.0} s per phase, medians\n",
+        opts.quiet_rate,
+        opts.noisy_rate,
+        opts.quota,
+        if opts.control { " to a second keygate (control)" } else { "" },
+        opts.rounds,
+        opts.duration
     );
     println!("| quiet tenant's gets | p50 µs | p90 µs | p99 µs | p50 ratio | p99 ratio | errors |");
     println!("|---|---|---|---|---|---|---|");
