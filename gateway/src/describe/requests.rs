@@ -1,6 +1,7 @@
 //! [`Describe`] for every request message of the etcd API.
 
 use super::{Access, Describe, Description};
+use crate::namespace::prefix_end;
 use keygate_proto::etcdserverpb::*;
 use keygate_proto::v3electionpb::{CampaignRequest, LeaderRequest, ProclaimRequest, ResignRequest};
 use keygate_proto::v3lockpb::{LockRequest, UnlockRequest};
@@ -100,18 +101,6 @@ fn named_prefix(d: &mut Description, name: &[u8], lease: i64) {
     if lease != 0 {
         d.lease = lease;
     }
-}
-
-/// etcd's GetPrefixRangeEnd.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 impl Describe for LockRequest {
