@@ -206,5 +206,11 @@ mod tests {
             .contains("upstream.tls.ca_file"));
         assert!(err("[server]\nlisten = \"nope\"").contains("listen"));
         assert!(err("[server]\nlisen = \"127.0.0.1:1\"").contains("lisen"));
+        assert!(
+            err("[mirror]\nenabled = false\n[tenants.namespaces.\"/a/\"]\nkeys = 1")
+                .contains("tenants.namespaces")
+        );
+        assert!(err("[tenants.quota]\nrequests_per_second = -1.0").contains("tenants.quota"));
+        assert!(err("[tenants.quota]\nwatchers = 1").contains("watchers"));
     }
 }
