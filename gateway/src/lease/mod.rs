@@ -7,7 +7,7 @@
 mod upstream;
 
 use crate::metrics::{GrpcMetrics, RpcTimer};
-use crate::namespace::Namespace;
+use crate::namespace::{Confine, Namespace};
 use crate::pipeline::RpcStream;
 use crate::shutdown::Shutdown;
 use crate::upstream::Pool;
@@ -112,7 +112,10 @@ impl LeaseHub {
                 }
             };
             self.inner.grpc.message_received(method);
-            let response = if namespace.as_ref().is_some_and(|ns| !ns.owns_lease(id)) {
+            // A tenant's keep-alive for a lease not its own: etcd's answer for a missing one.
+            let foreign = (namespace.as_ref())
+                .is_some_and(|ns| LeaseKeepAliveRequest { id }.confine(ns).is_err());
+            let response = if foreign {
                 Ok(LeaseKeepAliveResponse {
                     id,
                     ..Default::default()

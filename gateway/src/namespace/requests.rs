@@ -86,6 +86,16 @@ impl Confine for WatchCreateRequest {
     }
 }
 
+impl Confine for WatchRequest {
+    // Creations name keys; cancels and progress requests name none.
+    fn confine(&mut self, ns: &Namespace) -> Result<(), Status> {
+        match &mut self.request_union {
+            Some(watch_request::RequestUnion::CreateRequest(create)) => create.confine(ns),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Confine for LeaseGrantRequest {
     fn confine(&mut self, ns: &Namespace) -> Result<(), Status> {
         if self.id == 0 {
@@ -102,6 +112,12 @@ impl Confine for LeaseGrantRequest {
 }
 
 impl Confine for LeaseRevokeRequest {
+    fn confine(&mut self, ns: &Namespace) -> Result<(), Status> {
+        own_lease(ns, self.id).and_then(|()| nonzero(self.id))
+    }
+}
+
+impl Confine for LeaseKeepAliveRequest {
     fn confine(&mut self, ns: &Namespace) -> Result<(), Status> {
         own_lease(ns, self.id).and_then(|()| nonzero(self.id))
     }

@@ -6,8 +6,9 @@ use super::{carries_credentials, ClientStream, Gateway, RpcStream, Upstream};
 use crate::describe::Description;
 use crate::identity::Identity;
 use crate::method::{self, Method};
+use crate::policy::stream::StreamCaller;
 use crate::tenant::Tenant;
-use crate::watch::{Guard, StreamAudit};
+use crate::watch::StreamAudit;
 use keygate_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, WatchRequest, WatchResponse,
 };
@@ -30,18 +31,18 @@ impl Gateway {
             return (self.bidi_stream(&method::WATCH, request, open_upstream)).await;
         };
         let timer = self.metrics.grpc.start(&method::WATCH);
-        let guard = self.watch_guard(&mut request);
-        let admitted = (guard.as_ref()).map(|g| g.as_ref().is_some_and(|g| g.tenant.is_some()));
+        let caller = self.watch_caller(&mut request);
+        let admitted = (caller.as_ref()).map(|c| c.as_ref().is_some_and(|c| c.tenant.is_some()));
         self.account_opening(&method::WATCH, &request, admitted, "hub")
             .await;
-        match guard {
-            Ok(guard) => {
+        match caller {
+            Ok(caller) => {
                 let audit = self.audit.clone().map(|audit| StreamAudit {
                     audit,
                     who: request.extensions().get::<Identity>().cloned(),
                 });
                 let inbound = request.into_inner();
-                Ok(Response::new(hub.serve(inbound, timer, (guard, audit))))
+                Ok(Response::new(hub.serve(inbound, timer, (caller, audit))))
             }
             Err(status) => {
                 timer.finish(status.code());
@@ -53,14 +54,14 @@ impl Gateway {
     /// Phases 2 and 4 for a watch stream served by the hub: the caller, and — when
     /// authorizers are configured — their verdict on the stream (and its namespace), kept to
     /// ask about each watch it creates.
-    fn watch_guard<T>(&self, request: &mut Request<T>) -> Result<Option<Guard>, Status> {
+    fn watch_caller<T>(&self, request: &mut Request<T>) -> Result<Option<StreamCaller>, Status> {
         let tenant = self.admit_stream(&method::WATCH, request)?;
         let Some(policy) = &self.policy else {
             return Ok(None);
         };
         let identity = (request.extensions().get::<Identity>().cloned())
             .ok_or_else(|| Status::permission_denied(crate::policy::PERMISSION_DENIED))?;
-        Ok(Some(Guard {
+        Ok(Some(StreamCaller {
             policy: policy.clone(),
             identity,
             tenant,

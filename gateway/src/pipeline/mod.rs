@@ -17,7 +17,7 @@ use crate::method::{self, Method};
 use crate::metrics::{Metrics, RpcTimer};
 use crate::mirror::{Declined, Mirror};
 use crate::namespace::{Confine, Namespace, Strip};
-use crate::policy::audit::{Audit, Pending};
+use crate::policy::audit::{self, Audit, Pending};
 use crate::policy::Policy;
 use crate::revision::{Revisioned, SeenRevision};
 use crate::shutdown::Shutdown;
@@ -56,11 +56,7 @@ impl Admitted {
     }
 
     fn decision(&self) -> &'static str {
-        if self.tenant.is_some() {
-            "allow-in-namespace"
-        } else {
-            "allow"
-        }
+        audit::allowed(self.tenant.is_some())
     }
 }
 
@@ -305,8 +301,7 @@ impl Gateway {
         let pending = Audit::begin_stream(method);
         let who = request.extensions().get::<Identity>();
         let (decision, outcome) = match admitted {
-            Ok(true) => ("allow-in-namespace", Ok(None)),
-            Ok(false) => ("allow", Ok(None)),
+            Ok(namespaced) => (audit::allowed(namespaced), Ok(None)),
             Err(status) => ("deny", Err(status)),
         };
         self.account(Some(pending), who, decision, outcome, served_by)

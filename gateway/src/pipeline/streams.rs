@@ -9,7 +9,7 @@ use crate::identity::Identity;
 use crate::method::Method;
 use crate::metrics::RpcTimer;
 use crate::namespace::{Confine, Namespace, Strip};
-use crate::policy::stream::{Screen, Screened};
+use crate::policy::stream::{Screen, Screened, StreamCaller};
 use crate::relay::{client_messages, relay_when_open, Opening, Relay};
 use crate::revision::Revisioned;
 use futures::StreamExt;
@@ -95,11 +95,13 @@ impl Gateway {
                 let tenant = namespace.as_ref().map(|ns| self.tenants.get(ns));
                 screen = Some((
                     Screen {
-                        policy: policy.clone(),
-                        identity: identity.clone(),
+                        caller: StreamCaller {
+                            policy: policy.clone(),
+                            identity: identity.clone(),
+                            tenant,
+                        },
                         seen: self.seen.clone(),
                         refused: tx,
-                        tenant,
                         audit: self.audit.clone(),
                         watchers: Vec::new(),
                     },

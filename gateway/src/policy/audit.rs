@@ -18,6 +18,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
+/// The audit's word for an allowed request: in a namespace or not.
+pub fn allowed(namespaced: bool) -> &'static str {
+    if namespaced {
+        "allow-in-namespace"
+    } else {
+        "allow"
+    }
+}
+
 /// One finished request.
 pub struct Event {
     time_us: u64,

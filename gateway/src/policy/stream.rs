@@ -10,7 +10,7 @@ use super::Policy;
 use crate::describe::{Describe, Description};
 use crate::identity::Identity;
 use crate::method;
-use crate::namespace::{Confine, Namespace, LEASE_NOT_FOUND};
+use crate::namespace::{Confine, Namespace};
 use crate::revision::SeenRevision;
 use crate::tenant::{Tenant, WatcherSlot};
 use keygate_proto::etcdserverpb::{
@@ -21,12 +21,11 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-/// A client message of a bidirectional stream, as the authorizers see it.
-pub trait Screened<Resp> {
+/// A client message of a bidirectional stream, as the authorizers see it; on a tenant's
+/// stream it is confined to the namespace ([`Confine`]) before it goes upstream.
+pub trait Screened<Resp>: Confine {
     /// The description of a message the authorizers must allow first; `None` for the rest.
     fn screen(&self) -> Option<Description>;
-    /// Moves the message into the stream's namespace; the error refuses it.
-    fn confine(&mut self, ns: &Namespace) -> Result<(), Status>;
     /// Whether the message opens a watcher (which counts against the tenant's quota), or
     /// closes one.
     fn watchers(&self) -> i32 {
@@ -45,13 +44,6 @@ impl Screened<WatchResponse> for WatchRequest {
                 Some(d)
             }
             _ => None,
-        }
-    }
-
-    fn confine(&mut self, ns: &Namespace) -> Result<(), Status> {
-        match &mut self.request_union {
-            Some(RequestUnion::CreateRequest(create)) => create.confine(ns),
-            _ => Ok(()),
         }
     }
 
@@ -84,14 +76,6 @@ impl Screened<LeaseKeepAliveResponse> for LeaseKeepAliveRequest {
         None
     }
 
-    fn confine(&mut self, ns: &Namespace) -> Result<(), Status> {
-        if ns.owns_lease(self.id) {
-            Ok(())
-        } else {
-            Err(Status::not_found(LEASE_NOT_FOUND))
-        }
-    }
-
     /// etcd's answer to a keep-alive for a lease it does not have.
     fn refusal(&self, _status: &Status, revision: i64) -> LeaseKeepAliveResponse {
         LeaseKeepAliveResponse {
@@ -105,14 +89,46 @@ impl Screened<LeaseKeepAliveResponse> for LeaseKeepAliveRequest {
     }
 }
 
-/// The authorizer chain's view of one stream's client messages.
-pub struct Screen<Resp> {
+/// Who opened a stream, the authorizers they answer to, and the tenant in whose namespace the
+/// stream was opened: what every message on it is held to.
+pub struct StreamCaller {
     pub policy: Arc<Policy>,
     pub identity: Identity,
+    pub tenant: Option<Arc<Tenant>>,
+}
+
+impl StreamCaller {
+    /// One message of the stream: put to the authorizers when it has a `description` (a watch
+    /// creation), which must allow it in the stream's own namespace; then, on a tenant's
+    /// stream, moved into the namespace by `confine`. Returns the tenant, for its quotas.
+    pub fn admit(
+        &self,
+        description: Option<&Description>,
+        confine: impl FnOnce(&Namespace) -> Result<(), Status>,
+    ) -> Result<Option<&Arc<Tenant>>, Status> {
+        if let Some(description) = description {
+            let namespace = self.policy.authorize(&self.identity, description)?;
+            // A stream lives in one namespace: the one it was opened in.
+            if namespace.as_ref() != self.tenant.as_ref().map(|t| &t.namespace) {
+                return Err(Status::permission_denied(super::PERMISSION_DENIED));
+            }
+        }
+        let Some(tenant) = &self.tenant else {
+            return Ok(None);
+        };
+        if let Err(status) = confine(&tenant.namespace) {
+            tenant.denied();
+            return Err(status);
+        }
+        Ok(Some(tenant))
+    }
+}
+
+/// The authorizer chain's view of one stream's client messages.
+pub struct Screen<Resp> {
+    pub caller: StreamCaller,
     pub seen: Arc<SeenRevision>,
     pub refused: mpsc::Sender<Resp>,
-    /// The tenant the stream was opened in.
-    pub tenant: Option<Arc<Tenant>>,
     /// The auditor each screened message (a watch creation) is reported to.
     pub audit: Option<Arc<Audit>>,
     /// The tenant's watchers created on this stream (freed as they are canceled, or when the
@@ -126,17 +142,24 @@ impl<Resp> Screen<Resp> {
         let pending =
             (self.audit.as_ref().zip(description.clone())).map(|(_, d)| Audit::begin_described(d));
         let result = self.admit(message, description);
+        let caller = &self.caller;
         if let (Some(audit), Some(pending)) = (&self.audit, pending) {
-            let decision = match (&result, &self.tenant) {
-                (Err(_), _) => "deny",
-                (Ok(()), Some(_)) => "allow-in-namespace",
-                (Ok(()), None) => "allow",
+            let decision = match &result {
+                Err(_) => "deny",
+                Ok(()) => super::audit::allowed(caller.tenant.is_some()),
             };
             let outcome = result.as_ref().map(|()| None);
-            (audit.finish(pending, Some(&self.identity), decision, outcome, "upstream")).await;
+            (audit.finish(
+                pending,
+                Some(&caller.identity),
+                decision,
+                outcome,
+                "upstream",
+            ))
+            .await;
         }
         result.map_err(|status| {
-            tracing::debug!(identity = %self.identity.name, "stream message refused: {}", status.message());
+            tracing::debug!(identity = %caller.identity.name, "stream message refused: {}", status.message());
             message.refusal(&status, self.seen.get())
         })
     }
@@ -146,21 +169,12 @@ impl<Resp> Screen<Resp> {
         message: &mut Req,
         description: Option<Description>,
     ) -> Result<(), Status> {
-        if let Some(description) = description {
-            let namespace = self.policy.authorize(&self.identity, &description)?;
-            // A stream lives in one namespace: the one it was opened in.
-            if namespace.as_ref() != self.tenant.as_ref().map(|t| &t.namespace) {
-                return Err(Status::permission_denied(super::PERMISSION_DENIED));
-            }
-        }
-        let Some(tenant) = &self.tenant else {
+        let watchers = message.watchers();
+        let Some(tenant) = (self.caller).admit(description.as_ref(), |ns| message.confine(ns))?
+        else {
             return Ok(());
         };
-        if let Err(status) = message.confine(&tenant.namespace) {
-            tenant.denied();
-            return Err(status);
-        }
-        match message.watchers() {
+        match watchers {
             1 => self.watchers.push(tenant.watcher()?),
             -1 => drop(self.watchers.pop()),
             _ => {}

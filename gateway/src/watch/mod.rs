@@ -6,11 +6,12 @@ mod dedicated;
 mod stream;
 mod watcher;
 
-use crate::describe::{Describe, Description};
+use crate::describe::Description;
 use crate::metrics::{GrpcMetrics, RpcTimer, WatchMetrics};
 use crate::mirror::Mirror;
 use crate::namespace::Confine;
 use crate::pipeline::RpcStream;
+use crate::policy::stream::StreamCaller;
 use crate::shutdown::Shutdown;
 use crate::upstream::Pool;
 use bytes::Bytes;
@@ -24,39 +25,22 @@ use watcher::Tenancy;
 /// Responses queued per downstream stream before keygate stops reading for that stream.
 const STREAM_QUEUE: usize = 16;
 
-/// The authorizers and the caller of one stream: every watch it creates is asked about. A
-/// stream opened in a tenant's namespace creates its watches in it.
-pub struct Guard {
-    pub policy: std::sync::Arc<crate::policy::Policy>,
-    pub identity: crate::identity::Identity,
-    pub tenant: Option<std::sync::Arc<crate::tenant::Tenant>>,
-}
-
 /// The auditor a stream's watch creations are reported to, and who is creating them.
 pub struct StreamAudit {
     pub audit: std::sync::Arc<crate::policy::audit::Audit>,
     pub who: Option<crate::identity::Identity>,
 }
 
-impl Guard {
-    /// A watch creation put to the authorizers and, on a tenant's stream, confined to its
-    /// namespace and counted against its watcher quota.
-    fn admit(&self, create: &mut WatchCreateRequest) -> Result<Option<Tenancy>, Status> {
-        let mut what = Description::new(&crate::method::WATCH);
-        create.describe(&mut what);
-        let namespace = self.policy.authorize(&self.identity, &what)?;
-        // A stream lives in one namespace: the one it was opened in.
-        if namespace.as_ref() != self.tenant.as_ref().map(|t| &t.namespace) {
-            return Err(Status::permission_denied(crate::policy::PERMISSION_DENIED));
-        }
-        let Some(tenant) = &self.tenant else {
-            return Ok(None);
-        };
-        if let Err(status) = create.confine(&tenant.namespace) {
-            tenant.denied();
-            return Err(status);
-        }
-        Ok(Some((tenant.namespace.clone(), tenant.watcher()?)))
+/// A watch creation on a stream with authorizers: put to them and, on a tenant's stream,
+/// confined to its namespace and counted against its watcher quota.
+fn admit_create(
+    caller: &StreamCaller,
+    what: &Description,
+    create: &mut WatchCreateRequest,
+) -> Result<Option<Tenancy>, Status> {
+    match caller.admit(Some(what), |ns| create.confine(ns))? {
+        Some(tenant) => Ok(Some((tenant.namespace.clone(), tenant.watcher()?))),
+        None => Ok(None),
     }
 }
 
@@ -123,7 +107,7 @@ impl Hub {
         &self,
         inbound: Streaming<WatchRequest>,
         timer: RpcTimer,
-        checks: (Option<Guard>, Option<StreamAudit>),
+        checks: (Option<StreamCaller>, Option<StreamAudit>),
     ) -> RpcStream<WatchResponse> {
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
         tokio::spawn(stream::Stream::run(

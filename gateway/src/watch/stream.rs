@@ -3,11 +3,13 @@
 
 use super::dedicated;
 use super::watcher::{responses, Tenancy, Watcher, DUPLICATE_ID};
-use super::{Guard, Hub, StreamAudit};
+use super::{Hub, StreamAudit};
+use crate::describe::Description;
 use crate::errors::GatewayError;
 use crate::metrics::RpcTimer;
 use crate::namespace::Strip;
 use crate::policy::audit::{Audit, Pending};
+use crate::policy::stream::StreamCaller;
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
 use keygate_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use std::collections::{BTreeMap, HashMap};
@@ -32,7 +34,7 @@ pub(super) struct Stream {
     /// A WatchProgressRequest waits for every watcher to be synced.
     progress_owed: bool,
     /// The authorizers every creation is put to, when plugins are configured.
-    guard: Option<Guard>,
+    caller: Option<StreamCaller>,
     /// The auditor every creation is reported to, when one is configured.
     audit: Option<StreamAudit>,
 }
@@ -49,7 +51,7 @@ impl Stream {
         mut inbound: Streaming<WatchRequest>,
         out: Out,
         timer: RpcTimer,
-        (guard, audit): (Option<Guard>, Option<StreamAudit>),
+        (caller, audit): (Option<StreamCaller>, Option<StreamAudit>),
     ) {
         let (dedicated_tx, mut dedicated_rx) = mpsc::channel(64);
         let mut revision = hub.mirror.subscribe();
@@ -63,7 +65,7 @@ impl Stream {
             dedicated_tx,
             next_id: 0,
             progress_owed: false,
-            guard,
+            caller,
             audit,
         };
         hub.metrics.streams.inc();
@@ -128,7 +130,7 @@ impl Stream {
         }
     }
 
-    async fn create(&mut self, create: WatchCreateRequest) -> Result<(), Ended> {
+    async fn create(&mut self, mut create: WatchCreateRequest) -> Result<(), Ended> {
         // Never start a watcher at a revision older than one some client has already seen.
         self.hub.mirror.catch_up().await;
         let current = self.hub.mirror.revision();
@@ -141,12 +143,14 @@ impl Stream {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
-        let pending = self
-            .audit
-            .as_ref()
-            .map(|_| Audit::begin(&crate::method::WATCH, &create));
-        let mut create = create;
-        let tenancy = match self.guard.as_ref().map(|guard| guard.admit(&mut create)) {
+        // Described once, as the caller named it, for the authorizers and the audit.
+        let what = (self.caller.is_some() || self.audit.is_some())
+            .then(|| Description::of(&crate::method::WATCH, &create));
+        let pending =
+            (self.audit.as_ref().zip(what.clone())).map(|(_, d)| Audit::begin_described(d));
+        let checked = (self.caller.as_ref().zip(what.as_ref()))
+            .map(|(caller, what)| super::admit_create(caller, what, &mut create));
+        let tenancy = match checked {
             Some(Err(status)) => {
                 self.audited(pending, "deny", Err(&status)).await;
                 return self.send(refused(status.message())).await;
@@ -154,11 +158,7 @@ impl Stream {
             Some(Ok(tenancy)) => tenancy,
             None => None,
         };
-        let decision = if tenancy.is_some() {
-            "allow-in-namespace"
-        } else {
-            "allow"
-        };
+        let decision = crate::policy::audit::allowed(tenancy.is_some());
         let next = if create.start_revision > 0 {
             create.start_revision
         } else {
