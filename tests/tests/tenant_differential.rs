@@ -5,6 +5,8 @@
 //! (grpc_diff::normalize) and lease IDs (chosen by keygate for the tenant, by etcd for the
 //! dedicated one) are mapped.
 
+mod tenant_world;
+
 use std::collections::HashMap;
 
 use anyhow::{bail, Result};
@@ -15,11 +17,12 @@ use keygate_proto::etcdserverpb::{
     LeaseTimeToLiveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use keygate_tests::grpc_diff::{normalize, rop, Op, Reply};
-use keygate_tests::tenants::{self, as_user};
-use keygate_tests::{Clients, EtcdCluster};
+use keygate_tests::tenants;
+use keygate_tests::EtcdCluster;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tonic::{Request, Status};
+use tenant_world::generate::from_key_delete_with_put;
+use tenant_world::{bs, run_as};
 
 const KEYS: &[&[u8]] = &[
     b"k",
@@ -38,58 +41,6 @@ const KEYS: &[&[u8]] = &[
 ];
 const ENDS: &[&[u8]] = &[b"", b"\0", b"a0", b"b", b"\xff", b"k", b"\x01"];
 
-fn bs(b: &[u8]) -> Bytes {
-    Bytes::copy_from_slice(b)
-}
-
-fn err(s: Status) -> Reply {
-    Reply::Error {
-        code: s.code(),
-        message: s.message().to_string(),
-    }
-}
-
-fn req<T>(user: Option<&str>, m: T) -> Request<T> {
-    match user {
-        Some(u) => as_user(u, m),
-        None => Request::new(m),
-    }
-}
-
-async fn run_as(c: &mut Clients, user: Option<&str>, op: &Op) -> Reply {
-    let r = match op.clone() {
-        Op::Put(r) => {
-            c.kv.put(req(user, r))
-                .await
-                .map(|r| Reply::Put(r.into_inner()))
-        }
-        Op::Range(r) => {
-            c.kv.range(req(user, r))
-                .await
-                .map(|r| Reply::Range(r.into_inner()))
-        }
-        Op::Delete(r) => {
-            (c.kv.delete_range(req(user, r)).await).map(|r| Reply::Delete(r.into_inner()))
-        }
-        Op::Txn(r) => {
-            c.kv.txn(req(user, r))
-                .await
-                .map(|r| Reply::Txn(r.into_inner()))
-        }
-        Op::LeaseGrant(r) => {
-            (c.lease.lease_grant(req(user, r)).await).map(|r| Reply::LeaseGrant(r.into_inner()))
-        }
-        Op::LeaseRevoke(r) => {
-            (c.lease.lease_revoke(req(user, r)).await).map(|r| Reply::LeaseRevoke(r.into_inner()))
-        }
-        Op::LeaseTtl(r) => (c.lease.lease_time_to_live(req(user, r)).await)
-            .map(|r| Reply::LeaseTtl(r.into_inner())),
-        other => return err(Status::unimplemented(format!("{other:?}"))),
-    };
-    r.unwrap_or_else(err)
-}
-
-/// The op with alice's lease IDs replaced by the dedicated etcd's.
 fn translate(op: &Op, leases: &HashMap<i64, i64>) -> Op {
     let l = |id: i64| leases.get(&id).copied().unwrap_or(id);
     fn txn(t: &mut TxnRequest, l: &dyn Fn(i64) -> i64) {
@@ -258,25 +209,6 @@ fn random_txn(rng: &mut StdRng, leases: &[i64], rev: i64, n: usize, depth: usize
         t.failure.push(op(rng));
     }
     t
-}
-
-/// See tenant_isolation's from_key_delete_and_put_in_one_txn_match_etcd.
-fn from_key_delete_with_put(t: &TxnRequest) -> bool {
-    fn walk(t: &TxnRequest, del: &mut bool, put: &mut bool) {
-        for op in t.success.iter().chain(&t.failure) {
-            match &op.request {
-                Some(request_op::Request::RequestDeleteRange(d)) => {
-                    *del |= d.range_end.as_ref() == b"\0"
-                }
-                Some(request_op::Request::RequestPut(_)) => *put = true,
-                Some(request_op::Request::RequestTxn(t)) => walk(t, del, put),
-                _ => {}
-            }
-        }
-    }
-    let (mut del, mut put) = (false, false);
-    walk(t, &mut del, &mut put);
-    del && put
 }
 
 #[tokio::test(flavor = "multi_thread")]
