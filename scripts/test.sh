@@ -30,6 +30,9 @@ bash scripts/build-plugins.sh
 check cargo fmt --all -- --check
 check cargo clippy --workspace --all-targets -- -D warnings
 
+# A failing test's own message first: errors returned by tests carry no backtrace (panics
+# still do when RUST_BACKTRACE is set), so CI logs show why, not a page of frames.
+export RUST_LIB_BACKTRACE=0
 if cargo nextest --version >/dev/null 2>&1; then
   check cargo nextest run --workspace --no-fail-fast
 else
