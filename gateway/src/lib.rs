@@ -68,12 +68,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             shutdown.clone(),
         )
     });
-    let policy = policy::Policy::load(&config.plugins, &metrics.plugins)
-        .context("plugins.authorizers")?
-        .map(Arc::new);
-    let audit = policy::audit::Audit::start(&config.plugins.audit, &metrics.plugins)
-        .context("plugins.audit")?
-        .map(Arc::new);
+    // One engine (and epoch ticker) for every plugin, made only when there are plugins.
+    let plugins = &config.plugins;
+    let engine = if plugins.authorizers.is_empty() && plugins.audit.path.is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            policy::engine::PluginEngine::new(&plugins.cache_dir).context("plugins.cache_dir")?,
+        ))
+    };
+    let (policy, audit) = match &engine {
+        Some(engine) => (
+            policy::Policy::load(plugins, engine, &metrics.plugins)
+                .context("plugins.authorizers")?
+                .map(Arc::new),
+            policy::audit::Audit::start(&plugins.audit, engine, &metrics.plugins)
+                .context("plugins.audit")?
+                .map(Arc::new),
+        ),
+        None => (None, None),
+    };
     let tenants = tenant::Tenants::new(
         &config.tenants,
         &metrics.tenants,
@@ -90,14 +104,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hub,
         leases,
         identity: identity::Identifier::new(&config.identity, identity_metrics),
-        policy,
+        policy: policy.clone(),
         audit: audit.clone(),
     });
 
-    if let Some(policy) = &gw.policy {
-        let interval = std::time::Duration::from_millis(config.plugins.reload_interval_ms);
-        policy::reload::spawn(policy.clone(), interval, shutdown.clone());
+    let mut reloadable: Vec<Arc<dyn policy::reload::Reload>> = Vec::new();
+    if let Some(policy) = &policy {
+        reloadable.push(policy.clone());
     }
+    if let Some(audit) = &audit {
+        reloadable.push(audit.reloader());
+    }
+    let interval = std::time::Duration::from_millis(config.plugins.reload_interval_ms);
+    policy::reload::spawn(reloadable, interval, shutdown.clone());
     let server = server::Server::bind(&config, gw).await?;
     let addr = server.local_addr()?;
     pool.start().await;

@@ -12,8 +12,21 @@ use keygate::policy::engine::PluginEngine;
 use keygate::policy::{Failure, Policy};
 use keygate_proto::etcdserverpb::{PutRequest, RangeRequest};
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+/// A plugin engine as keygate makes one, caching compiled components in `cache_dir`.
+fn engine(cache_dir: &str) -> Arc<PluginEngine> {
+    Arc::new(PluginEngine::new(cache_dir).expect("engine"))
+}
+
+/// The authorizer chain of `config` on an engine of its own.
+fn load_policy(
+    config: &PluginsConfig,
+    metrics: &PluginMetrics,
+) -> Result<Option<Policy>, keygate::policy::PolicyError> {
+    Policy::load(config, &engine(&config.cache_dir), metrics)
+}
 
 /// Builds the plugins once per test binary; returns the directory of the .wasm files.
 fn plugins() -> PathBuf {
@@ -162,7 +175,7 @@ fn chain_first_deny_wins_and_failures_deny() {
         ],
         ..PluginsConfig::default()
     };
-    let policy = Policy::load(&config, &metrics)
+    let policy = load_policy(&config, &metrics)
         .expect("chain loads")
         .expect("some plugins");
     let alice = who("alice");
@@ -206,7 +219,7 @@ fn fail_open_plugins_allow_on_failure() {
         authorizers: vec![faulty],
         ..PluginsConfig::default()
     };
-    let policy = Policy::load(&config, &metrics)
+    let policy = load_policy(&config, &metrics)
         .expect("loads")
         .expect("some");
     assert!(policy.authorize(&who("x"), &get(b"loop")).is_ok());
@@ -229,7 +242,7 @@ fn namespaces_of_a_chain_nest_in_order() {
         ],
         ..PluginsConfig::default()
     };
-    let policy = Policy::load(&config, &metrics)
+    let policy = load_policy(&config, &metrics)
         .expect("loads")
         .expect("some");
     let namespace = policy
@@ -250,10 +263,10 @@ fn compiled_components_are_cached_on_disk() {
         ..PluginsConfig::default()
     };
     let first = Instant::now();
-    drop(Policy::load(&config, &metrics).expect("loads"));
+    drop(load_policy(&config, &metrics).expect("loads"));
     let cold = first.elapsed();
     let second = Instant::now();
-    let policy = Policy::load(&config, &metrics)
+    let policy = load_policy(&config, &metrics)
         .expect("loads")
         .expect("some");
     let warm = second.elapsed();
@@ -301,7 +314,7 @@ fn authorize_call_cost() {
         )],
         ..PluginsConfig::default()
     };
-    let policy = Policy::load(&config, &metrics)
+    let policy = load_policy(&config, &metrics)
         .expect("loads")
         .expect("some");
     let alice = who("alice");
@@ -340,7 +353,7 @@ async fn audit_batches_write_rotate_and_count_drops() {
         rotate_bytes: 2000,
         ..AuditConfig::default()
     };
-    let audit = Audit::start(&config, &metrics)
+    let audit = Audit::start(&config, &engine(""), &metrics)
         .expect("starts")
         .expect("some");
     let anyone = who("anyone");
@@ -371,7 +384,7 @@ async fn audit_batches_write_rotate_and_count_drops() {
         ..config
     };
     let (_registry, metrics) = self::metrics();
-    let audit = Audit::start(&dropping, &metrics)
+    let audit = Audit::start(&dropping, &engine(""), &metrics)
         .expect("starts")
         .expect("some");
     for _ in 0..2000 {

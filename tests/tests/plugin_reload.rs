@@ -136,3 +136,163 @@ async fn swapping_a_plugin_under_load_changes_decisions_without_failures() -> Re
     );
     Ok(())
 }
+
+/// The audit log as (record's auditor, method, first key) per line: "audit-jsonl" or
+/// "audit-marker".
+fn audit_records(path: &std::path::Path) -> Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut records = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("audit line {line:?}"))?;
+        let text_of = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let record = if v.get("marker").is_some() {
+            (
+                "audit-marker".into(),
+                text_of(&v["method"]),
+                text_of(&v["key"]),
+            )
+        } else {
+            (
+                "audit-jsonl".into(),
+                text_of(&v["method"]),
+                text_of(&v["ranges"][0]["key"]),
+            )
+        };
+        records.push(record);
+    }
+    Ok(records)
+}
+
+type Record = (String, String, String);
+
+/// The audit log once `done` holds of it, within 10 s.
+async fn wait_for(
+    kg: &Keygate,
+    log: &std::path::Path,
+    what: &str,
+    done: &dyn Fn(&[Record]) -> bool,
+) -> Result<Vec<Record>> {
+    let started = Instant::now();
+    loop {
+        let records = audit_records(log)?;
+        if done(&records) {
+            return Ok(records);
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: not within 10 s ({} records); keygate:\n{}",
+            records.len(),
+            kg.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn swapping_the_auditor_under_load_loses_no_record() -> Result<()> {
+    let built = plugins_dir()?;
+    let etcd = EtcdCluster::start(1).await?;
+    let dir = tempfile::tempdir()?;
+    let live = dir.path().join("auditor.wasm");
+    let log = dir.path().join("audit.jsonl");
+    install(&built.join("audit_jsonl.wasm"), &live)?;
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins]\nreload_interval_ms = 100\n[plugins.audit]\npath = {:?}\noutput = {:?}\n\
+             config = {{ methods = [\"Put\"] }}\n",
+            live.display().to_string(),
+            log.display().to_string()
+        ),
+    )?;
+    let kg = Keygate::start(
+        &etcd.client_urls(),
+        &["--config", config.to_str().unwrap_or_default()],
+    )
+    .await?;
+    let clients = kg.clients().await?;
+
+    // Writers put distinct keys throughout; every acknowledged put must be recorded once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let stop = stop.clone();
+        let mut kv = clients.kv.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("reload/audit/{w}/{n}");
+                n += 1;
+                let put = PutRequest {
+                    key: key.clone().into_bytes().into(),
+                    value: b"v".as_slice().into(),
+                    ..Default::default()
+                };
+                kv.put(put).await.with_context(|| format!("put {key}"))?;
+                acked.push(key);
+            }
+            anyhow::Ok(acked)
+        }));
+    }
+    let is_marker = |r: &Record| r.0 == "audit-marker";
+    wait_for(&kg, &log, "records from audit-jsonl", &|r| r.len() >= 50).await?;
+    install(&built.join("audit_marker.wasm"), &live)?;
+    let swapped = wait_for(&kg, &log, "records from the new auditor", &|r| {
+        r.iter().filter(|r| is_marker(r)).count() >= 50
+    })
+    .await?;
+
+    // A broken version is refused; the working one goes on recording.
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm but not a component")?;
+    install(&broken, &live)?;
+    let refused = Instant::now();
+    while !kg.log_tail(50).contains("new plugin version refused") {
+        ensure!(
+            refused.elapsed() < Duration::from_secs(10),
+            "no refusal logged:\n{}",
+            kg.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let markers_then = swapped.iter().filter(|r| is_marker(r)).count();
+    wait_for(&kg, &log, "records after the refusal", &|r| {
+        r.iter().filter(|r| is_marker(r)).count() >= markers_then + 50
+    })
+    .await?;
+
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for writer in writers {
+        acked.extend(writer.await??);
+    }
+    let records = wait_for(&kg, &log, "every acknowledged put recorded", &|r| {
+        r.len() >= acked.len()
+    })
+    .await?;
+    // Once the new auditor took over, the old one wrote nothing more.
+    let first_marker = records.iter().position(is_marker).unwrap_or(records.len());
+    ensure!(
+        records[first_marker..].iter().all(is_marker),
+        "audit-jsonl records after the swap"
+    );
+    let mut recorded: Vec<&str> = records
+        .iter()
+        .map(|(_, method, key)| {
+            ensure!(method == "Put", "record of {method}");
+            Ok(key.as_str())
+        })
+        .collect::<Result<_>>()?;
+    recorded.sort_unstable();
+    acked.sort_unstable();
+    ensure!(
+        recorded == acked.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{} puts acknowledged, {} recorded: lost or repeated records across the swap",
+        acked.len(),
+        recorded.len()
+    );
+    Ok(())
+}

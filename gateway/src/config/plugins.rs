@@ -113,9 +113,20 @@ impl PluginConfig {
         if !self.name.is_empty() {
             return self.name.clone();
         }
-        std::path::Path::new(&self.path)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| self.path.clone())
+        file_stem(&self.path)
     }
+}
+
+impl AuditConfig {
+    /// The auditor's name in logs and metrics: its file's stem.
+    pub fn display_name(&self) -> String {
+        file_stem(&self.path)
+    }
+}
+
+fn file_stem(path: &str) -> String {
+    std::path::Path::new(path)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.to_string())
 }

@@ -7,6 +7,7 @@
 use super::auditor::Auditor;
 use super::authorizer::bindings::keygate::plugin::types as wit;
 use super::engine::PluginEngine;
+use super::reload::{AuditorSlot, Reload};
 use super::{convert, PolicyError};
 use crate::config::AuditConfig;
 use crate::describe::{Describe, Description};
@@ -14,6 +15,7 @@ use crate::identity::Identity;
 use crate::method::Method;
 use crate::metrics::PluginMetrics;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
@@ -55,29 +57,31 @@ pub struct Audit {
     tx: mpsc::Sender<Msg>,
     drop_when_full: bool,
     metrics: PluginMetrics,
+    slot: Arc<AuditorSlot>,
 }
 
 impl Audit {
     /// Loads the auditor and starts the worker; `None` when no auditor is configured.
     pub fn start(
         config: &AuditConfig,
+        engine: &Arc<PluginEngine>,
         metrics: &PluginMetrics,
     ) -> Result<Option<Audit>, PolicyError> {
         if config.path.is_empty() {
             return Ok(None);
         }
-        let engine = PluginEngine::new("")?;
-        let auditor = Auditor::load(&engine.engine, config, metrics)?;
+        let (slot, auditor) = AuditorSlot::load(config, engine, metrics)?;
+        let slot = Arc::new(slot);
         let output = Output::open(&config.output, config.rotate_bytes)
             .map_err(|e| PolicyError::Engine(format!("audit output {}: {e}", config.output)))?;
         let (tx, rx) = mpsc::channel(config.queue);
         let worker = Worker {
             rx,
             auditor,
+            slot: slot.clone(),
             output,
             batch: config.batch,
             metrics: metrics.clone(),
-            _engine: engine,
         };
         std::thread::Builder::new()
             .name("audit".into())
@@ -87,7 +91,13 @@ impl Audit {
             tx,
             drop_when_full: config.on_full == "drop",
             metrics: metrics.clone(),
+            slot,
         }))
+    }
+
+    /// What reloads the auditor when its file changes.
+    pub fn reloader(&self) -> Arc<dyn Reload> {
+        self.slot.clone()
     }
 
     /// Starts timing a request.
@@ -170,10 +180,11 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 struct Worker {
     rx: mpsc::Receiver<Msg>,
     auditor: Auditor,
+    /// Where a reloaded auditor waits to take over, between two batches.
+    slot: Arc<AuditorSlot>,
     output: Output,
     batch: usize,
     metrics: PluginMetrics,
-    _engine: PluginEngine,
 }
 
 impl Worker {
@@ -205,6 +216,9 @@ impl Worker {
     fn write(&mut self, events: &mut Vec<Event>) {
         if events.is_empty() {
             return;
+        }
+        if let Some(reloaded) = self.slot.take() {
+            self.auditor = reloaded;
         }
         let batch: Vec<wit::AuditEvent> = events.drain(..).map(to_wit).collect();
         let fate = match self.auditor.on_batch(&batch) {

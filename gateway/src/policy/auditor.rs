@@ -39,10 +39,7 @@ impl Auditor {
         config: &AuditConfig,
         metrics: &PluginMetrics,
     ) -> Result<Self, PolicyError> {
-        let name = std::path::Path::new(&config.path)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| config.path.clone());
+        let name = config.display_name();
         let load_error = |message: String| PolicyError::Load {
             plugin: name.clone(),
             message,

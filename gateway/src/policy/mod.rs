@@ -20,6 +20,7 @@ use crate::metrics::PluginMetrics;
 use crate::namespace::Namespace;
 use authorizer::Decision;
 use engine::PluginEngine;
+use std::sync::Arc;
 use tonic::{Code, Status};
 
 /// etcd's answer to a request its permissions refuse.
@@ -71,7 +72,7 @@ impl Failure {
 pub struct Policy {
     chain: Vec<reload::Slot>,
     metrics: PluginMetrics,
-    engine: PluginEngine,
+    engine: Arc<PluginEngine>,
 }
 
 impl Policy {
@@ -79,12 +80,12 @@ impl Policy {
     /// skips the phase entirely.
     pub fn load(
         config: &PluginsConfig,
+        engine: &Arc<PluginEngine>,
         metrics: &PluginMetrics,
     ) -> Result<Option<Policy>, PolicyError> {
         if config.authorizers.is_empty() {
             return Ok(None);
         }
-        let engine = PluginEngine::new(&config.cache_dir)?;
         let chain = config
             .authorizers
             .iter()
@@ -93,7 +94,7 @@ impl Policy {
         Ok(Some(Policy {
             chain,
             metrics: metrics.clone(),
-            engine,
+            engine: engine.clone(),
         }))
     }
 
