@@ -420,6 +420,16 @@ async fn audit_jsonl_writes_one_record_per_request() -> Result<()> {
     let mut watch = alice.ctl.spawn(&alice.args(&["watch", "/app/config/x"]))?;
     tokio::time::sleep(Duration::from_millis(800)).await;
     watch.kill().await?;
+    // A keep-alive stream: one record when it opens, one for each keep-alive.
+    let granted = alice.ok(&["lease", "grant", "60"]).await?;
+    let lease = granted
+        .split_whitespace()
+        .nth(1)
+        .and_then(|hex| i64::from_str_radix(hex, 16).ok())
+        .with_context(|| format!("lease grant said {granted:?}"))?;
+    alice
+        .ok(&["lease", "keep-alive", "--once", &format!("{lease:x}")])
+        .await?;
     // SIGTERM: keygate drains, then flushes the audit queue before it exits.
     kg.stop().await?;
     let text = std::fs::read_to_string(&log).context("audit log")?;
@@ -449,6 +459,9 @@ async fn audit_jsonl_writes_one_record_per_request() -> Result<()> {
         ("viewer", "Range", "allow", 0),
         ("alice", "Watch", "allow", 0),
         ("alice", "Watch", "allow", 0),
+        ("alice", "LeaseGrant", "allow", 0),
+        ("alice", "LeaseKeepAlive", "allow", 0),
+        ("alice", "LeaseKeepAlive", "allow", 0),
     ]
     .iter()
     .map(|(w, m, d, c)| (w.to_string(), m.to_string(), d.to_string(), *c))
@@ -467,6 +480,17 @@ async fn audit_jsonl_writes_one_record_per_request() -> Result<()> {
         records[5]["ranges"][0]["key"] == "/app/…" && records[5]["served_by"] == "hub",
         "{}",
         records[5]
+    );
+    // The keep-alive stream's opening, then its one keep-alive, of the lease granted.
+    let keep_alive = &records[8];
+    ensure!(records[7]["served_by"] == "hub", "{}", records[7]);
+    ensure!(
+        keep_alive["lease"] == lease && keep_alive["served_by"] == "hub",
+        "{keep_alive}"
+    );
+    ensure!(
+        keep_alive["revision"].as_i64().unwrap_or(0) > 0,
+        "{keep_alive}"
     );
     Ok(())
 }

@@ -183,6 +183,26 @@ async fn forwarded_streams_stay_inside_the_namespace() -> Result<()> {
             .all(|r| r["decision"] == "allow-in-namespace" && r["served_by"] == "upstream"),
         "{text}"
     );
+    // And each keep-alive: bob's lease refused, hers allowed in her namespace.
+    let keep_alives: Vec<(String, i64)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["method"] == "LeaseKeepAlive" && r["identity"]["name"] == "alice")
+        .map(|r| {
+            let decision = r["decision"].as_str().unwrap_or_default().to_string();
+            (decision, r["lease"].as_i64().unwrap_or(-1))
+        })
+        .collect();
+    let namespaced = "allow-in-namespace".to_string();
+    ensure!(
+        keep_alives
+            == [
+                (namespaced.clone(), 0),
+                ("deny".into(), his),
+                (namespaced, hers)
+            ],
+        "audited keep-alives: {keep_alives:?}\n{text}"
+    );
     let _ = std::fs::remove_file(&audit_log);
     Ok(())
 }

@@ -6,9 +6,11 @@
 
 mod upstream;
 
+use crate::describe::Description;
 use crate::metrics::{GrpcMetrics, RpcTimer};
 use crate::namespace::{Confine, Namespace};
 use crate::pipeline::RpcStream;
+use crate::policy::audit::{Audit, StreamAudit};
 use crate::shutdown::Shutdown;
 use crate::upstream::Pool;
 use keygate_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
@@ -70,15 +72,17 @@ impl LeaseHub {
 
     /// Serves one downstream LeaseKeepAlive stream.
     /// A stream opened in a namespace may keep alive only the tenant's own leases; for any
-    /// other it gets etcd's answer for a lease that does not exist.
+    /// other it gets etcd's answer for a lease that does not exist. With an auditor, every
+    /// keep-alive is an event, under the stream's decision.
     pub fn serve(
         &self,
         inbound: Streaming<LeaseKeepAliveRequest>,
         timer: RpcTimer,
         namespace: Option<Namespace>,
+        audit: Option<(StreamAudit, &'static str)>,
     ) -> RpcStream<LeaseKeepAliveResponse> {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(self.clone().run(inbound, tx, timer, namespace));
+        tokio::spawn((self.clone()).run(inbound, tx, timer, namespace, audit));
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 
@@ -88,6 +92,7 @@ impl LeaseHub {
         out: tokio::sync::mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
         timer: RpcTimer,
         namespace: Option<Namespace>,
+        audit: Option<(StreamAudit, &'static str)>,
     ) {
         let method = &crate::method::LEASE_KEEP_ALIVE;
         let code = loop {
@@ -112,6 +117,9 @@ impl LeaseHub {
                 }
             };
             self.inner.grpc.message_received(method);
+            let pending = (audit.as_ref()).map(|_| {
+                Audit::begin_described(Description::of(method, &LeaseKeepAliveRequest { id }))
+            });
             // A tenant's keep-alive for a lease not its own: etcd's answer for a missing one.
             let foreign = (namespace.as_ref())
                 .is_some_and(|ns| LeaseKeepAliveRequest { id }.confine(ns).is_err());
@@ -123,6 +131,10 @@ impl LeaseHub {
             } else {
                 self.keep_alive(id).await
             };
+            if let (Some((audit, decision)), Some(pending)) = (&audit, pending) {
+                let outcome = (response.as_ref()).map(|r| r.header.as_ref().map(|h| h.revision));
+                audit.finish(pending, decision, outcome, "hub").await;
+            }
             let failed = response.as_ref().err().map(Status::code);
             if out.send(response).await.is_err() {
                 break Code::Cancelled;

@@ -6,9 +6,9 @@ use super::{carries_credentials, ClientStream, Gateway, RpcStream, Upstream};
 use crate::describe::Description;
 use crate::identity::Identity;
 use crate::method::{self, Method};
+use crate::policy::audit::{self, StreamAudit};
 use crate::policy::stream::StreamCaller;
 use crate::tenant::Tenant;
-use crate::watch::StreamAudit;
 use keygate_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, WatchRequest, WatchResponse,
 };
@@ -37,10 +37,7 @@ impl Gateway {
             .await;
         match caller {
             Ok(caller) => {
-                let audit = self.audit.clone().map(|audit| StreamAudit {
-                    audit,
-                    who: request.extensions().get::<Identity>().cloned(),
-                });
+                let audit = self.stream_audit(&request);
                 let inbound = request.into_inner();
                 Ok(Response::new(hub.serve(inbound, timer, (caller, audit))))
             }
@@ -49,6 +46,13 @@ impl Gateway {
                 Err(status)
             }
         }
+    }
+
+    /// The audit of a stream keygate serves itself, when an auditor is configured.
+    fn stream_audit<T>(&self, request: &Request<T>) -> Option<StreamAudit> {
+        let audit = self.audit.clone()?;
+        let who = request.extensions().get::<Identity>().cloned();
+        Some(StreamAudit { audit, who })
     }
 
     /// Phases 2 and 4 for a watch stream served by the hub: the caller, and — when
@@ -104,7 +108,8 @@ impl Gateway {
             return (self.bidi_stream(&method::LEASE_KEEP_ALIVE, request, open_upstream)).await;
         };
         let timer = self.metrics.grpc.start(&method::LEASE_KEEP_ALIVE);
-        // Single keep-alives are not put to the authorizers; the stream's opening is.
+        // Single keep-alives are not put to the authorizers (the stream's opening is), but each
+        // is audited.
         let admitted = self.admit_stream(&method::LEASE_KEEP_ALIVE, &mut request);
         let opening = admitted.as_ref().map(Option::is_some);
         self.account_opening(&method::LEASE_KEEP_ALIVE, &request, opening, "hub")
@@ -112,11 +117,12 @@ impl Gateway {
         match admitted {
             Ok(tenant) => {
                 let namespace = tenant.map(|t| t.namespace.clone());
-                Ok(Response::new(leases.serve(
-                    request.into_inner(),
-                    timer,
-                    namespace,
-                )))
+                let decision = audit::allowed(namespace.is_some());
+                let audit = self.stream_audit(&request).map(|a| (a, decision));
+                let inbound = request.into_inner();
+                Ok(Response::new(
+                    leases.serve(inbound, timer, namespace, audit),
+                ))
             }
             Err(status) => {
                 timer.finish(status.code());

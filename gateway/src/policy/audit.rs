@@ -270,6 +270,27 @@ fn to_wit(e: Event) -> wit::AuditEvent {
     }
 }
 
+/// A stream's auditor and the caller who opened it: each message of the stream is an event.
+pub struct StreamAudit {
+    pub audit: Arc<Audit>,
+    pub who: Option<Identity>,
+}
+
+impl StreamAudit {
+    /// Queues the event of one message of the stream.
+    pub async fn finish(
+        &self,
+        pending: Pending,
+        decision: &'static str,
+        outcome: Result<Option<i64>, &Status>,
+        served_by: &'static str,
+    ) {
+        (self.audit)
+            .finish(pending, self.who.as_ref(), decision, outcome, served_by)
+            .await;
+    }
+}
+
 /// Where records are written.
 enum Output {
     Stdout,

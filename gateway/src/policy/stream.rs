@@ -26,6 +26,11 @@ use tonic::Status;
 pub trait Screened<Resp>: Confine {
     /// The description of a message the authorizers must allow first; `None` for the rest.
     fn screen(&self) -> Option<Description>;
+    /// The description of a message the audit records though the authorizers are not asked
+    /// about it.
+    fn audited(&self) -> Option<Description> {
+        None
+    }
     /// Whether the message opens a watcher (which counts against the tenant's quota), or
     /// closes one.
     fn watchers(&self) -> i32 {
@@ -74,6 +79,10 @@ impl Screened<LeaseKeepAliveResponse> for LeaseKeepAliveRequest {
     // The stream itself is authorized when it opens; single keep-alives are not asked about.
     fn screen(&self) -> Option<Description> {
         None
+    }
+
+    fn audited(&self) -> Option<Description> {
+        Some(Description::of(&method::LEASE_KEEP_ALIVE, self))
     }
 
     /// etcd's answer to a keep-alive for a lease it does not have.
@@ -129,7 +138,7 @@ pub struct Screen<Resp> {
     pub caller: StreamCaller,
     pub seen: Arc<SeenRevision>,
     pub refused: mpsc::Sender<Resp>,
-    /// The auditor each screened message (a watch creation) is reported to.
+    /// The auditor each screened message (a watch creation) and each keep-alive is reported to.
     pub audit: Option<Arc<Audit>>,
     /// The tenant's watchers created on this stream (freed as they are canceled, or when the
     /// client stops sending).
@@ -139,8 +148,9 @@ pub struct Screen<Resp> {
 impl<Resp> Screen<Resp> {
     pub async fn check<Req: Screened<Resp>>(&mut self, message: &mut Req) -> Result<(), Resp> {
         let description = message.screen();
-        let pending =
-            (self.audit.as_ref().zip(description.clone())).map(|(_, d)| Audit::begin_described(d));
+        let pending = (self.audit.as_ref())
+            .and_then(|_| description.clone().or_else(|| message.audited()))
+            .map(Audit::begin_described);
         let result = self.admit(message, description);
         let caller = &self.caller;
         if let (Some(audit), Some(pending)) = (&self.audit, pending) {

@@ -11,6 +11,7 @@ use crate::metrics::{GrpcMetrics, RpcTimer, WatchMetrics};
 use crate::mirror::Mirror;
 use crate::namespace::Confine;
 use crate::pipeline::RpcStream;
+use crate::policy::audit::StreamAudit;
 use crate::policy::stream::StreamCaller;
 use crate::shutdown::Shutdown;
 use crate::upstream::Pool;
@@ -26,10 +27,6 @@ use watcher::Tenancy;
 const STREAM_QUEUE: usize = 16;
 
 /// The auditor a stream's watch creations are reported to, and who is creating them.
-pub struct StreamAudit {
-    pub audit: std::sync::Arc<crate::policy::audit::Audit>,
-    pub who: Option<crate::identity::Identity>,
-}
 
 /// A watch creation on a stream with authorizers: put to them and, on a tenant's stream,
 /// confined to its namespace and counted against its watcher quota.

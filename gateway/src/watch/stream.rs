@@ -3,12 +3,12 @@
 
 use super::dedicated;
 use super::watcher::{responses, Tenancy, Watcher, DUPLICATE_ID};
-use super::{Hub, StreamAudit};
+use super::Hub;
 use crate::describe::Description;
 use crate::errors::GatewayError;
 use crate::metrics::RpcTimer;
 use crate::namespace::Strip;
-use crate::policy::audit::{Audit, Pending};
+use crate::policy::audit::{Audit, Pending, StreamAudit};
 use crate::policy::stream::StreamCaller;
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
 use keygate_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
@@ -221,9 +221,7 @@ impl Stream {
         outcome: Result<Option<i64>, &Status>,
     ) {
         if let (Some(pending), Some(audit)) = (pending, &self.audit) {
-            (audit.audit)
-                .finish(pending, audit.who.as_ref(), decision, outcome, "hub")
-                .await;
+            audit.finish(pending, decision, outcome, "hub").await;
         }
     }
 
