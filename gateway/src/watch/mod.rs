@@ -26,8 +26,6 @@ use watcher::Tenancy;
 /// Responses queued per downstream stream before keygate stops reading for that stream.
 const STREAM_QUEUE: usize = 16;
 
-/// The auditor a stream's watch creations are reported to, and who is creating them.
-
 /// A watch creation on a stream with authorizers: put to them and, on a tenant's stream,
 /// confined to its namespace and counted against its watcher quota.
 fn admit_create(
