@@ -2,8 +2,10 @@
 //! gateway (which calls the same services), /v2 to the members, everything else to the HTTP
 //! endpoints. Also puts tonic's own errors into the words etcd's clients expect.
 
+use super::grpc::kv::KvService;
 use super::http::HttpEndpoints;
 use super::json::{self, JsonGateway};
+use super::unary::DirectKv;
 use super::v2::{self, V2Proxy};
 use crate::config::ServerConfig;
 use crate::errors;
@@ -20,6 +22,8 @@ use tower::ServiceExt;
 #[derive(Clone)]
 pub struct Dispatch {
     grpc: Option<Routes>,
+    /// KV's unary calls, served without the router.
+    direct: Option<Arc<DirectKv>>,
     /// The JSON gateway and v2 forwarding; not on the metrics port.
     json: Option<Arc<JsonGateway>>,
     v2: Option<V2Proxy>,
@@ -30,6 +34,10 @@ impl Dispatch {
     pub fn new(gw: Arc<Gateway>, routes: Routes, config: &ServerConfig) -> Dispatch {
         Dispatch {
             grpc: Some(routes),
+            direct: Some(Arc::new(DirectKv::new(
+                KvService(gw.clone()),
+                config.max_recv_message_bytes(),
+            ))),
             json: Some(Arc::new(JsonGateway::new(
                 &gw,
                 config.max_recv_message_bytes(),
@@ -43,6 +51,7 @@ impl Dispatch {
     pub fn http_only(&self) -> Dispatch {
         Dispatch {
             grpc: None,
+            direct: None,
             json: None,
             v2: None,
             http: self.http.clone(),
@@ -67,12 +76,20 @@ impl Dispatch {
         })
     }
 
+    /// The rarer routes are boxed, so the future of every request (moved into its task when
+    /// the connection spawns it) stays small.
     async fn handle(self, req: Request<Incoming>) -> Response<Body> {
         match &self.grpc {
             Some(routes) if is_grpc(&req) => {
                 let path = req.uri().path().to_string();
-                let req = req.map(Body::new);
-                match routes.clone().oneshot(req).await {
+                let req = match &self.direct {
+                    Some(direct) => match direct.handle(req).await {
+                        Ok(response) => return response,
+                        Err(not_served) => not_served,
+                    },
+                    None => req.map(Body::new),
+                };
+                match Box::pin(routes.clone().oneshot(req)).await {
                     Ok(resp) => etcd_wording(resp, &path),
                     Err(never) => match never {},
                 }
@@ -80,12 +97,12 @@ impl Dispatch {
             _ => {
                 let path = req.uri().path();
                 if let (Some(gateway), true) = (&self.json, json::serves(path)) {
-                    return gateway.handle(req).await;
+                    return Box::pin(gateway.handle(req)).await;
                 }
                 if let (Some(proxy), true) = (&self.v2, v2::serves(path)) {
-                    return proxy.handle(req).await;
+                    return Box::pin(proxy.handle(req)).await;
                 }
-                self.http.handle(req).await
+                Box::pin(self.http.handle(req)).await
             }
         }
     }

@@ -5,6 +5,7 @@ mod dispatch;
 mod grpc;
 mod http;
 mod json;
+mod unary;
 mod upstream_http;
 mod v2;
 

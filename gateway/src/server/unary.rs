@@ -1,0 +1,195 @@
+//! The KV service's unary calls — Range, Put, DeleteRange, Txn: most of what etcd's clients
+//! send — straight to the service, without tonic's router and codec: the request's one message
+//! is decoded from the collected body, the service is called as tonic calls it (the same
+//! metadata and extensions, so the pipeline cannot tell), and the answer leaves as one DATA
+//! frame and the trailers. Anything unusual (compression, several frames, a message that does
+//! not decode) goes to tonic with the body as it came, so tonic's answers stay the only ones
+//! for it.
+
+use super::grpc::kv::KvService;
+use crate::errors::GatewayError;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use keygate_proto::etcdserverpb::kv_server::Kv;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tonic::body::Body;
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+/// gRPC's message prefix: a compression flag and the length.
+const PREFIX: usize = 5;
+
+pub struct DirectKv {
+    kv: KvService,
+    max_recv: usize,
+}
+
+/// A call this path does not serve: the request back, for tonic.
+pub type NotServed = Request<Body>;
+
+impl DirectKv {
+    pub fn new(kv: KvService, max_recv: usize) -> Self {
+        DirectKv { kv, max_recv }
+    }
+
+    /// The answer to `req`, or `req` back when it is not a call this path serves.
+    pub async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, NotServed> {
+        let kv = &self.kv;
+        match req.uri().path() {
+            "/etcdserverpb.KV/Range" => self.call(req, |r| kv.range(r)).await,
+            "/etcdserverpb.KV/Put" => self.call(req, |r| kv.put(r)).await,
+            "/etcdserverpb.KV/DeleteRange" => self.call(req, |r| kv.delete_range(r)).await,
+            "/etcdserverpb.KV/Txn" => self.call(req, |r| kv.txn(r)).await,
+            _ => Err(req.map(Body::new)),
+        }
+    }
+
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        req: Request<Incoming>,
+        service: F,
+    ) -> Result<Response<Body>, NotServed>
+    where
+        Req: prost::Message + Default,
+        Resp: prost::Message,
+        F: FnOnce(tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        if req.headers().contains_key("grpc-encoding") {
+            return Err(req.map(Body::new));
+        }
+        let (parts, body) = req.into_parts();
+        let bytes = match collect(body, self.max_recv).await {
+            Ok(bytes) => bytes,
+            Err(status) => return Ok(status.into_http()),
+        };
+        let Some(message) = one_message::<Req>(&bytes) else {
+            return Err(Request::from_parts(parts, Body::new(Full::new(bytes))));
+        };
+        let metadata = MetadataMap::from_headers(parts.headers);
+        let request = tonic::Request::from_parts(metadata, parts.extensions, message);
+        Ok(match service(request).await {
+            Ok(response) => respond(response),
+            Err(status) => status.into_http(),
+        })
+    }
+}
+
+/// The whole body, refused as etcd refuses it once its message is over `max_recv`.
+async fn collect(mut body: Incoming, max_recv: usize) -> Result<Bytes, Status> {
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Status::cancelled(format!("reading the request: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        // Most requests arrive in one DATA frame: kept as it is, without a copy.
+        match (&first, &mut more) {
+            (None, _) => first = Some(data),
+            (Some(head), None) => {
+                let mut joined = BytesMut::with_capacity(head.len() + data.len());
+                joined.put_slice(head);
+                joined.put_slice(&data);
+                more = Some(joined);
+            }
+            (Some(_), Some(joined)) => joined.put_slice(&data),
+        }
+        let received = more
+            .as_ref()
+            .map_or(first.as_ref().map_or(0, Bytes::len), |m| m.len());
+        if received > max_recv.saturating_add(PREFIX) {
+            let so_far = more.as_ref().map(|m| &m[..]).or(first.as_deref());
+            let size = so_far.and_then(declared_len).unwrap_or(received - PREFIX);
+            return Err(GatewayError::RequestTooLarge {
+                size,
+                limit: max_recv,
+            }
+            .into());
+        }
+    }
+    Ok(match (first, more) {
+        (_, Some(joined)) => joined.freeze(),
+        (Some(head), None) => head,
+        (None, None) => Bytes::new(),
+    })
+}
+
+/// The length a message prefix declares.
+fn declared_len(bytes: &[u8]) -> Option<usize> {
+    let len = bytes.get(1..PREFIX)?;
+    let len = u32::from_be_bytes(len.try_into().ok()?);
+    usize::try_from(len).ok()
+}
+
+/// The body's message when it is exactly one uncompressed message that decodes.
+fn one_message<M: prost::Message + Default>(bytes: &Bytes) -> Option<M> {
+    let (&flag, _) = bytes.split_first()?;
+    let len = declared_len(bytes)?;
+    if flag != 0 || bytes.len() != PREFIX.checked_add(len)? {
+        return None;
+    }
+    let mut message = bytes.slice(PREFIX..);
+    let decoded = M::decode(&mut message).ok()?;
+    (!message.has_remaining()).then_some(decoded)
+}
+
+/// A successful answer: its metadata as headers, its message as one DATA frame, then
+/// `grpc-status: 0`.
+fn respond<M: prost::Message>(response: tonic::Response<M>) -> Response<Body> {
+    let (metadata, message, _) = response.into_parts();
+    let len = message.encoded_len();
+    let mut data = BytesMut::with_capacity(PREFIX + len);
+    data.put_u8(0);
+    data.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    if let Err(e) = message.encode(&mut data) {
+        return Status::internal(format!("encoding the response: {e}")).into_http();
+    }
+    let mut headers = metadata.into_headers();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    let mut trailers = HeaderMap::with_capacity(1);
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let mut response = Response::new(Body::new(OneMessage {
+        data: Some(data.freeze()),
+        trailers: Some(trailers),
+    }));
+    *response.headers_mut() = headers;
+    response
+}
+
+/// A response body of one DATA frame and the trailers.
+struct OneMessage {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl http_body::Body for OneMessage {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
