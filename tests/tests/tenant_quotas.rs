@@ -232,3 +232,61 @@ fn tenant_lines(metrics: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A burst of writes in flight at once is held to the key and byte quotas as a sequence would
+/// be: no write is counted before it is answered, and none is let through because another had
+/// not been.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_do_not_overshoot_storage_quotas() -> Result<()> {
+    let etcd = EtcdCluster::start(1).await?;
+    let quotas = "[tenants.namespaces.\"/a/\"]\nkeys = 10\n\n\
+                  [tenants.namespaces.\"/c/\"]\nbytes = 100\n";
+    let kg = tenants::start(&etcd, quotas, &[]).await?;
+    let c = kg.clients().await?;
+    // 40 new keys for alice (10 fit), 40 puts of 10 bytes for carol (10 fit), all at once.
+    let burst = |user: &'static str, prefix: &'static str| {
+        let puts = (0..40).map(|i| {
+            let mut kv = c.kv.clone();
+            async move {
+                kv.put(as_user(user, put(&format!("{prefix}{i:03}"), "vvvvvv")))
+                    .await
+            }
+        });
+        futures::future::join_all(puts.collect::<Vec<_>>())
+    };
+    let (alice, carol) = tokio::join!(burst("alice", "k"), burst("carol", "b"));
+    for (who, results) in [("alice", alice), ("carol", carol)] {
+        let mut ok = 0;
+        for result in results {
+            match result {
+                Ok(_) => ok += 1,
+                Err(status) => exhausted(Err::<(), _>(status), NO_SPACE)?,
+            }
+        }
+        ensure!(
+            ok == 10,
+            "{who}: {ok} of 40 concurrent puts went through, 10 fit"
+        );
+    }
+    // And etcd holds exactly what the quotas allow.
+    let mut direct = etcd.clients(0).await?;
+    for (prefix, want) in [("/a/", 10), ("/c/", 10)] {
+        let end = format!("{}0", prefix.trim_end_matches('/'));
+        let held = direct
+            .kv
+            .range(RangeRequest {
+                key: Bytes::from(prefix),
+                range_end: Bytes::from(end),
+                count_only: true,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .count;
+        ensure!(
+            held == want,
+            "{prefix} holds {held} keys in etcd, quota allows {want}"
+        );
+    }
+    Ok(())
+}

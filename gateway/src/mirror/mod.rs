@@ -9,7 +9,7 @@ mod sync;
 mod usage;
 mod window;
 
-pub use usage::Usage;
+pub use usage::{Counted, Usage};
 pub use window::{FellBehind, RevisionEvents};
 
 use crate::config::MirrorConfig;

@@ -12,9 +12,17 @@ pub struct Usage {
     pub bytes: u64,
 }
 
+/// A count of the mirror: the usage of a range and the stored size of some keys, at `revision`.
+pub struct Counted {
+    pub used: Usage,
+    pub sizes: Vec<Option<u64>>,
+    pub revision: i64,
+}
+
 impl Mirror {
     /// The usage of `[start, end)`, counted until it exceeds every limit in `cap` (0: none), and
-    /// the stored size of each of `keys`; `None` when the mirror is not serving or is behind.
+    /// the stored size of each of `keys`, with the revision counted at; `None` when the mirror
+    /// is not serving or is behind.
     /// Key lengths count without the first `prefix_len` bytes.
     pub async fn usage(
         &self,
@@ -22,7 +30,7 @@ impl Mirror {
         prefix_len: usize,
         keys: &[Bytes],
         cap: Usage,
-    ) -> Option<(Usage, Vec<Option<u64>>)> {
+    ) -> Option<Counted> {
         if !self.serving() || !self.catch_up().await {
             return None;
         }
@@ -48,6 +56,10 @@ impl Mirror {
                     .map(|kv| size(&kv.key, &kv.value))
             })
             .collect();
-        Some((used, sizes))
+        Some(Counted {
+            used,
+            sizes,
+            revision: store.revision(),
+        })
     }
 }

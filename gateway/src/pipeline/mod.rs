@@ -21,7 +21,7 @@ use crate::policy::audit::{self, Audit, Pending};
 use crate::policy::Policy;
 use crate::revision::{Revisioned, SeenRevision};
 use crate::shutdown::Shutdown;
-use crate::tenant::{Tenant, Tenants};
+use crate::tenant::{StorageClaim, Tenant, Tenants};
 use crate::upstream::{Member, Pool};
 use crate::watch::Hub;
 use futures::stream::BoxStream;
@@ -48,6 +48,8 @@ struct Admitted {
     audit: Option<Pending>,
     who: Option<Identity>,
     tenant: Option<Arc<Tenant>>,
+    /// A write's claim on its tenant's storage quota, until it is answered.
+    claim: Option<StorageClaim>,
 }
 
 impl Admitted {
@@ -96,9 +98,13 @@ impl Gateway {
         F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
-        let admitted = self.begin(method, &mut request).await?;
+        let mut admitted = self.begin(method, &mut request).await?;
         let result = self.forward(method, request, call).await;
         let result = respond(&admitted, method, result);
+        let revision = result.as_ref().ok().and_then(|r| r.get_ref().revision());
+        if let (Some(claim), Some(revision)) = (admitted.claim.take(), revision) {
+            claim.written(revision);
+        }
         self.finish(admitted, &result, "upstream").await;
         result
     }
@@ -113,8 +119,9 @@ impl Gateway {
     ) -> Result<Admitted, Status> {
         let timer = self.metrics.grpc.start(method);
         let audit = (self.audit.as_ref()).map(|_| Audit::begin(method, request.get_ref()));
-        let tenant = match self.admit(method, request).await {
-            Ok(tenant) => tenant,
+        let (tenant, claim) = match self.admit(method, request).await {
+            Ok(Some((tenant, claim))) => (Some(tenant), claim),
+            Ok(None) => (None, None),
             Err(status) => {
                 timer.finish(status.code());
                 let who = request.extensions().get::<Identity>();
@@ -131,6 +138,7 @@ impl Gateway {
             audit,
             who,
             tenant,
+            claim,
         })
     }
 
@@ -153,11 +161,12 @@ impl Gateway {
 
     /// Phases 2 to 5: identify the caller, describe the request, ask the authorizers; a
     /// request they allow in a namespace is held to its tenant's quotas and confined to it.
+    /// Returns the tenant, with the request's claim on its storage quota.
     async fn admit<T: Describe + Confine + Message>(
         &self,
         method: &'static Method,
         request: &mut Request<T>,
-    ) -> Result<Option<Arc<Tenant>>, Status> {
+    ) -> Result<Option<(Arc<Tenant>, Option<StorageClaim>)>, Status> {
         self.identify(method, request)?;
         let Some(policy) = &self.policy else {
             return Ok(None);
@@ -171,30 +180,29 @@ impl Gateway {
             return Ok(None);
         };
         let tenant = self.tenants.get(&namespace);
-        self.confine(&tenant, method, &what, request.get_mut())
-            .await?;
-        Ok(Some(tenant))
+        let claim = (self.confine(&tenant, method, &what, request.get_mut())).await?;
+        Ok(Some((tenant, claim)))
     }
 
     /// Phase 5, rewrite: a request allowed in a namespace, within its tenant's quotas, with
     /// every key moved into the namespace. RPCs that reach beyond any namespace are refused.
     async fn confine<T: Confine + Message>(
         &self,
-        tenant: &Tenant,
+        tenant: &Arc<Tenant>,
         method: &'static Method,
         what: &Description,
         message: &mut T,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<StorageClaim>, Status> {
         tenant.admit(method.name, message.encoded_len())?;
         if let Err(status) = message.confine(&tenant.namespace) {
             tenant.denied();
             return Err(status);
         }
-        self.tenants.check_storage(tenant, what).await?;
+        let claim = self.tenants.check_storage(tenant, what).await?;
         if std::ptr::eq(method, &method::LEASE_GRANT) {
             self.tenants.check_leases(tenant).await?;
         }
-        Ok(())
+        Ok(claim)
     }
 
     /// Phase 4, authorize: the plugin chain's verdict on the described request, with the

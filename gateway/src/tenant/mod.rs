@@ -4,6 +4,8 @@
 
 mod quota;
 
+pub use quota::StorageClaim;
+
 use crate::config::{Quota, TenantsConfig};
 use crate::metrics::TenantMetrics;
 use crate::mirror::Mirror;
@@ -37,6 +39,8 @@ pub struct Tenant {
     quota: Quota,
     bucket: Mutex<Bucket>,
     watchers: AtomicI64,
+    /// Writes admitted under the storage quotas that the mirror may not count yet.
+    in_flight: Mutex<quota::InFlight>,
     metrics: TenantMetrics,
 }
 
@@ -89,6 +93,7 @@ impl Tenants {
             bucket: Mutex::new(Bucket::new(&quota)),
             quota,
             watchers: AtomicI64::new(0),
+            in_flight: Mutex::new(quota::InFlight::default()),
             metrics: self.metrics.clone(),
         }
     }

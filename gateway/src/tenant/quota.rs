@@ -1,25 +1,86 @@
-//! The quotas that need to look at etcd's state: stored keys and bytes (counted in the mirror)
-//! and live leases (counted in etcd's lease list).
+//! The quotas that need to look at etcd's state: stored keys and bytes (counted in the mirror,
+//! plus the writes admitted and not yet in it) and live leases (counted in etcd's lease list).
 
 use super::{Tenant, Tenants, NO_SPACE, TOO_MANY_REQUESTS};
 use crate::describe::Description;
-use crate::mirror::Usage;
+use crate::mirror::{Counted, Usage};
 use keygate_proto::etcdserverpb::{lease_client::LeaseClient, LeaseLeasesRequest};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tonic::Status;
 
+/// A tenant's writes admitted under its storage quota that the mirror may not count yet: each
+/// holds the keys and bytes it adds until the mirror has applied the revision it was written
+/// at, so concurrent writes see one another.
+#[derive(Default)]
+pub(super) struct InFlight {
+    next: u64,
+    writes: Vec<Claimed>,
+}
+
+struct Claimed {
+    id: u64,
+    keys: u64,
+    bytes: i64,
+    /// The revision the write was answered at; `None` while it is in flight.
+    written_at: Option<i64>,
+}
+
+impl InFlight {
+    /// What the writes not counted at `revision` add, forgetting those that are.
+    fn pending(&mut self, revision: i64) -> (u64, i64) {
+        self.writes
+            .retain(|w| w.written_at.is_none_or(|at| at > revision));
+        let keys = self.writes.iter().map(|w| w.keys).sum();
+        let bytes = self.writes.iter().map(|w| w.bytes.max(0)).sum();
+        (keys, bytes)
+    }
+}
+
+/// A write's claim on its tenant's storage quota, held from admission until it is answered
+/// ([`StorageClaim::written`]); dropped unanswered (the write failed), it is given back.
+pub struct StorageClaim {
+    tenant: Arc<Tenant>,
+    id: u64,
+}
+
+impl StorageClaim {
+    /// The write was answered at `revision`: counted as pending until the mirror has it.
+    pub fn written(self, revision: i64) {
+        if let Ok(mut in_flight) = self.tenant.in_flight.lock() {
+            if let Some(w) = in_flight.writes.iter_mut().find(|w| w.id == self.id) {
+                w.written_at = Some(revision);
+            }
+        }
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for StorageClaim {
+    fn drop(&mut self) {
+        if let Ok(mut in_flight) = self.tenant.in_flight.lock() {
+            in_flight.writes.retain(|w| w.id != self.id);
+        }
+    }
+}
+
 impl Tenants {
-    /// The storage quotas of a write: refused when it would add keys or bytes past them.
-    /// Deletes and writes that shrink the namespace always pass. When the mirror cannot count
-    /// (not loaded, behind), the write is let through and logged.
-    pub async fn check_storage(&self, tenant: &Tenant, what: &Description) -> Result<(), Status> {
+    /// The storage quotas of a write: refused when it would add keys or bytes past them,
+    /// counting what the namespace holds and the writes admitted before it that the mirror
+    /// does not have yet. Deletes and writes that shrink the namespace always pass. When the
+    /// mirror cannot count (not loaded, behind), the write is let through and logged. The claim
+    /// returned must be held until the write is answered.
+    pub async fn check_storage(
+        &self,
+        tenant: &Arc<Tenant>,
+        what: &Description,
+    ) -> Result<Option<StorageClaim>, Status> {
         let quota = &tenant.quota;
         if !quota.limits_storage() || what.puts.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let Some(mirror) = &self.mirror else {
-            return Ok(());
+            return Ok(None);
         };
         let ns = &tenant.namespace;
         let keys: Vec<_> = what.puts.iter().map(|(k, _)| ns.key(k)).collect();
@@ -28,12 +89,16 @@ impl Tenants {
             keys: quota.keys,
             bytes: quota.bytes,
         };
-        let Some((used, sizes)) = mirror
+        let Some(Counted {
+            used,
+            sizes,
+            revision,
+        }) = mirror
             .usage((&start, &end), ns.prefix().len(), &keys, cap)
             .await
         else {
             tracing::warn!(tenant = %tenant.label, "storage quota not checked: the mirror cannot count now");
-            return Ok(());
+            return Ok(None);
         };
         let (mut add_keys, mut add_bytes) = (0u64, 0i64);
         for ((key, value), old) in what.puts.iter().zip(sizes) {
@@ -47,13 +112,32 @@ impl Tenants {
                 (Some(_), None) => {}
             }
         }
-        if quota.keys > 0 && add_keys > 0 && used.keys + add_keys > quota.keys {
+        if add_keys == 0 && add_bytes <= 0 {
+            return Ok(None);
+        }
+        let Ok(mut in_flight) = tenant.in_flight.lock() else {
+            return Ok(None);
+        };
+        let (pending_keys, pending_bytes) = in_flight.pending(revision);
+        if quota.keys > 0 && add_keys > 0 && used.keys + pending_keys + add_keys > quota.keys {
             return Err(tenant.refuse("keys", NO_SPACE));
         }
-        if quota.bytes > 0 && add_bytes > 0 && used.bytes as i64 + add_bytes > quota.bytes as i64 {
+        let bytes_after = used.bytes as i64 + pending_bytes + add_bytes;
+        if quota.bytes > 0 && add_bytes > 0 && bytes_after > quota.bytes as i64 {
             return Err(tenant.refuse("bytes", NO_SPACE));
         }
-        Ok(())
+        in_flight.next += 1;
+        let id = in_flight.next;
+        in_flight.writes.push(Claimed {
+            id,
+            keys: add_keys,
+            bytes: add_bytes,
+            written_at: None,
+        });
+        Ok(Some(StorageClaim {
+            tenant: tenant.clone(),
+            id,
+        }))
     }
 
     /// The lease quota of a LeaseGrant: the tenant's live leases, counted in etcd's list.
@@ -104,7 +188,7 @@ pub(super) async fn count_usage(tenants: Weak<Tenants>, every: Duration) {
                 keys: u64::MAX,
                 bytes: u64::MAX,
             };
-            if let Some((used, _)) = mirror
+            if let Some(Counted { used, .. }) = mirror
                 .usage((&start, &end), ns.prefix().len(), &[], all)
                 .await
             {
