@@ -6,6 +6,7 @@ use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
 use keygate_proto::etcdserverpb::*;
+use keygate_proto::{v3electionpb, v3lockpb};
 use keygate_tests::tenants::{self, as_user};
 use keygate_tests::{http, EtcdCluster};
 use std::time::Duration;
@@ -118,10 +119,38 @@ async fn quotas_refuse_past_their_limit_and_only_for_their_tenant() -> Result<()
     c.lease
         .lease_revoke(as_user("alice", LeaseRevokeRequest { id: first.id }))
         .await?;
-    c.lease.lease_grant(as_user("alice", grant())).await?;
+    let alices = c
+        .lease
+        .lease_grant(as_user("alice", grant()))
+        .await?
+        .into_inner();
     // Another tenant's leases are not alice's.
+    let carols = c
+        .lease
+        .lease_grant(as_user("carol", grant()))
+        .await?
+        .into_inner();
     c.lease.lease_grant(as_user("carol", grant())).await?;
-    c.lease.lease_grant(as_user("carol", grant())).await?;
+
+    // A lock or a campaign puts a key (`<name>/<lease>`): held to the same quotas. Alice has no
+    // key left, carol has 14 bytes left (her lease alone takes 16 hex digits).
+    let lock = |lease| v3lockpb::LockRequest {
+        name: Bytes::from_static(b"l"),
+        lease,
+    };
+    exhausted(
+        c.lock.lock(as_user("alice", lock(alices.id))).await,
+        NO_SPACE,
+    )?;
+    let campaign = v3electionpb::CampaignRequest {
+        name: Bytes::from_static(b"e"),
+        lease: carols.id,
+        value: Bytes::from_static(b"v"),
+    };
+    exhausted(
+        c.election.campaign(as_user("carol", campaign)).await,
+        NO_SPACE,
+    )?;
 
     // Watchers: two open at once; a canceled one frees its place.
     let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -191,8 +220,8 @@ async fn quotas_refuse_past_their_limit_and_only_for_their_tenant() -> Result<()
         .await?
         .body;
     for line in [
-        r#"keygate_tenant_quota_refusals_total{quota="keys",tenant="/a/"} 2"#,
-        r#"keygate_tenant_quota_refusals_total{quota="bytes",tenant="/c/"} 2"#,
+        r#"keygate_tenant_quota_refusals_total{quota="keys",tenant="/a/"} 3"#,
+        r#"keygate_tenant_quota_refusals_total{quota="bytes",tenant="/c/"} 3"#,
         r#"keygate_tenant_quota_refusals_total{quota="leases",tenant="/a/"} 1"#,
         r#"keygate_tenant_quota_refusals_total{quota="watches",tenant="/a/"} 1"#,
         r#"keygate_tenant_watchers{tenant="/a/"} 2"#,

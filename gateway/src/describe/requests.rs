@@ -95,17 +95,22 @@ impl Describe for LeaseKeepAliveRequest {
 }
 
 // Locks and elections write keys under their name (name/lease-id) and read the name's range.
-fn named_prefix(d: &mut Description, name: &[u8], lease: i64) {
+/// A lock's or election's keys, and the one it puts: etcd's `<name>/<lease in hex>`, holding
+/// `value`.
+fn named_prefix(d: &mut Description, name: &[u8], lease: i64, value: &[u8]) {
     let end = prefix_end(name);
     d.range(name, &end, Access::Write);
     if lease != 0 {
         d.lease = lease;
+        let mut key = name.to_vec();
+        key.extend_from_slice(format!("/{lease:x}").as_bytes());
+        d.puts.push((key, Some(value.len() as u64)));
     }
 }
 
 impl Describe for LockRequest {
     fn describe(&self, d: &mut Description) {
-        named_prefix(d, &self.name, self.lease);
+        named_prefix(d, &self.name, self.lease, &[]);
     }
 }
 
@@ -117,7 +122,7 @@ impl Describe for UnlockRequest {
 
 impl Describe for CampaignRequest {
     fn describe(&self, d: &mut Description) {
-        named_prefix(d, &self.name, self.lease);
+        named_prefix(d, &self.name, self.lease, &self.value);
         d.value_bytes += self.value.len() as u64;
     }
 }
@@ -127,6 +132,8 @@ impl Describe for ProclaimRequest {
         if let Some(leader) = &self.leader {
             d.range(&leader.key, &[], Access::Write);
             d.lease = leader.lease;
+            d.puts
+                .push((leader.key.to_vec(), Some(self.value.len() as u64)));
         }
         d.value_bytes += self.value.len() as u64;
     }
