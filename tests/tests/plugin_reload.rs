@@ -18,6 +18,38 @@ fn install(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// keygate in front of `etcd` with `plugins` (TOML) as its configuration file, checking plugin
+/// files every 100 ms.
+async fn keygate_with(etcd: &EtcdCluster, dir: &std::path::Path, plugins: &str) -> Result<Keygate> {
+    let config = dir.join("keygate.toml");
+    std::fs::write(
+        &config,
+        format!("[plugins]\nreload_interval_ms = 100\n{plugins}"),
+    )?;
+    Keygate::start(
+        &etcd.client_urls(),
+        &["--config", config.to_str().unwrap_or_default()],
+    )
+    .await
+}
+
+/// Installs a broken version of the plugin at `live` and waits until keygate says it refused it.
+async fn install_broken(kg: &Keygate, live: &std::path::Path) -> Result<()> {
+    let broken = live.with_extension("broken");
+    std::fs::write(&broken, b"\0asm but not a component")?;
+    install(&broken, live)?;
+    let refused = Instant::now();
+    while !kg.log_tail(50).contains("new plugin version refused") {
+        ensure!(
+            refused.elapsed() < Duration::from_secs(10),
+            "no refusal logged:\n{}",
+            kg.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 async fn put_allowed(
     kv: &mut keygate_proto::etcdserverpb::kv_client::KvClient<tonic::transport::Channel>,
 ) -> Result<bool> {
@@ -41,20 +73,11 @@ async fn swapping_a_plugin_under_load_changes_decisions_without_failures() -> Re
     let live = dir.path().join("authorizer.wasm");
     install(&built.join("read_only.wasm"), &live)?;
     // Anonymous callers (name "") may only read, under read-only; faulty allows them anything.
-    let config = dir.path().join("keygate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[plugins]\nreload_interval_ms = 100\n[[plugins.authorizers]]\npath = {:?}\n\
-             config = {{ identities = [\"\"] }}\n",
-            live.display().to_string()
-        ),
-    )?;
-    let kg = Keygate::start(
-        &etcd.client_urls(),
-        &["--config", config.to_str().unwrap_or_default()],
-    )
-    .await?;
+    let plugins = format!(
+        "[[plugins.authorizers]]\npath = {:?}\nconfig = {{ identities = [\"\"] }}\n",
+        live.display().to_string()
+    );
+    let kg = keygate_with(&etcd, dir.path(), &plugins).await?;
     let clients = kg.clients().await?;
     let mut kv = clients.kv.clone();
     ensure!(
@@ -108,18 +131,7 @@ async fn swapping_a_plugin_under_load_changes_decisions_without_failures() -> Re
     }
 
     // A broken version is refused; the working one stays.
-    let broken = dir.path().join("broken.wasm");
-    std::fs::write(&broken, b"\0asm but not a component")?;
-    install(&broken, &live)?;
-    let refused = Instant::now();
-    while !kg.log_tail(50).contains("new plugin version refused") {
-        ensure!(
-            refused.elapsed() < Duration::from_secs(10),
-            "no refusal logged:\n{}",
-            kg.log_tail(20)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    install_broken(&kg, &live).await?;
     ensure!(put_allowed(&mut kv).await?, "the working version must stay");
 
     stop.store(true, Ordering::Relaxed);
@@ -197,21 +209,12 @@ async fn swapping_the_auditor_under_load_loses_no_record() -> Result<()> {
     let live = dir.path().join("auditor.wasm");
     let log = dir.path().join("audit.jsonl");
     install(&built.join("audit_jsonl.wasm"), &live)?;
-    let config = dir.path().join("keygate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[plugins]\nreload_interval_ms = 100\n[plugins.audit]\npath = {:?}\noutput = {:?}\n\
-             config = {{ methods = [\"Put\"] }}\n",
-            live.display().to_string(),
-            log.display().to_string()
-        ),
-    )?;
-    let kg = Keygate::start(
-        &etcd.client_urls(),
-        &["--config", config.to_str().unwrap_or_default()],
-    )
-    .await?;
+    let plugins = format!(
+        "[plugins.audit]\npath = {:?}\noutput = {:?}\nconfig = {{ methods = [\"Put\"] }}\n",
+        live.display().to_string(),
+        log.display().to_string()
+    );
+    let kg = keygate_with(&etcd, dir.path(), &plugins).await?;
     let clients = kg.clients().await?;
 
     // Writers put distinct keys throughout; every acknowledged put must be recorded once.
@@ -246,18 +249,7 @@ async fn swapping_the_auditor_under_load_loses_no_record() -> Result<()> {
     .await?;
 
     // A broken version is refused; the working one goes on recording.
-    let broken = dir.path().join("broken.wasm");
-    std::fs::write(&broken, b"\0asm but not a component")?;
-    install(&broken, &live)?;
-    let refused = Instant::now();
-    while !kg.log_tail(50).contains("new plugin version refused") {
-        ensure!(
-            refused.elapsed() < Duration::from_secs(10),
-            "no refusal logged:\n{}",
-            kg.log_tail(20)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    install_broken(&kg, &live).await?;
     let markers_then = swapped.iter().filter(|r| is_marker(r)).count();
     wait_for(&kg, &log, "records after the refusal", &|r| {
         r.iter().filter(|r| is_marker(r)).count() >= markers_then + 50
