@@ -27,6 +27,7 @@ use crate::watch::Hub;
 use futures::stream::BoxStream;
 use keygate_proto::etcdserverpb::{kv_client::KvClient, RangeRequest, RangeResponse};
 use prost::Message;
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use tonic::transport::Channel;
@@ -119,7 +120,8 @@ impl Gateway {
     ) -> Result<Admitted, Status> {
         let timer = self.metrics.grpc.start(method);
         let audit = (self.audit.as_ref()).map(|_| Audit::begin(method, request.get_ref()));
-        let (tenant, claim) = match self.admit(method, request).await {
+        let described = audit.as_ref().map(Pending::description);
+        let (tenant, claim) = match self.admit(method, request, described).await {
             Ok(Some((tenant, claim))) => (Some(tenant), claim),
             Ok(None) => (None, None),
             Err(status) => {
@@ -162,10 +164,12 @@ impl Gateway {
     /// Phases 2 to 5: identify the caller, describe the request, ask the authorizers; a
     /// request they allow in a namespace is held to its tenant's quotas and confined to it.
     /// Returns the tenant, with the request's claim on its storage quota.
+    /// `described`: the request's description when the audit has made it already.
     async fn admit<T: Describe + Confine + Message>(
         &self,
         method: &'static Method,
         request: &mut Request<T>,
+        described: Option<&Description>,
     ) -> Result<Option<(Arc<Tenant>, Option<StorageClaim>)>, Status> {
         self.identify(method, request)?;
         let Some(policy) = &self.policy else {
@@ -175,7 +179,10 @@ impl Gateway {
         if std::ptr::eq(method, &method::AUTHENTICATE) {
             return Ok(None);
         }
-        let what = Description::of(method, request.get_ref());
+        let what = match described {
+            Some(what) => Cow::Borrowed(what),
+            None => Cow::Owned(Description::of(method, request.get_ref())),
+        };
         let Some(namespace) = self.authorize(policy, &what, request.extensions())? else {
             return Ok(None);
         };

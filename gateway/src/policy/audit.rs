@@ -48,6 +48,13 @@ pub struct Pending {
     description: Description,
 }
 
+impl Pending {
+    /// The request, as the caller named it.
+    pub fn description(&self) -> &Description {
+        &self.description
+    }
+}
+
 enum Msg {
     Event(Box<Event>),
     Flush(oneshot::Sender<()>),
