@@ -193,3 +193,88 @@ impl http_body::Body for OneMessage {
         SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+    use keygate_proto::etcdserverpb::RangeRequest;
+    use prost::Message;
+
+    fn framed(flag: u8, message: &[u8], declared: usize) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_u8(flag);
+        b.put_u32(declared as u32);
+        b.put_slice(message);
+        b.freeze()
+    }
+
+    #[test]
+    fn exactly_one_uncompressed_message_is_taken() {
+        let range = RangeRequest {
+            key: Bytes::from_static(b"k"),
+            limit: 3,
+            ..Default::default()
+        };
+        let body = range.encode_to_vec();
+        let one = framed(0, &body, body.len());
+        assert_eq!(one_message::<RangeRequest>(&one), Some(range));
+        // Everything else goes to tonic: compressed, short, long, two messages, no message.
+        assert_eq!(
+            one_message::<RangeRequest>(&framed(1, &body, body.len())),
+            None
+        );
+        assert_eq!(
+            one_message::<RangeRequest>(&framed(0, &body, body.len() + 1)),
+            None
+        );
+        assert_eq!(
+            one_message::<RangeRequest>(&framed(0, &body, body.len() - 1)),
+            None
+        );
+        let mut two = one.to_vec();
+        two.extend_from_slice(&one);
+        assert_eq!(one_message::<RangeRequest>(&Bytes::from(two)), None);
+        assert_eq!(one_message::<RangeRequest>(&Bytes::new()), None);
+        assert_eq!(
+            one_message::<RangeRequest>(&Bytes::from_static(&[0, 0])),
+            None
+        );
+        // Bytes that are not a RangeRequest.
+        let garbage = [0xff_u8; 7];
+        assert_eq!(one_message::<RangeRequest>(&framed(0, &garbage, 7)), None);
+    }
+
+    #[test]
+    fn the_answer_is_one_message_and_grpc_status_zero() {
+        let response = tonic::Response::new(RangeRequest {
+            key: Bytes::from_static(b"answer"),
+            ..Default::default()
+        });
+        let http = respond(response);
+        assert_eq!(
+            http.headers()
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            Some(&b"application/grpc"[..])
+        );
+        let mut body = http.into_body();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut frames = Vec::new();
+        while let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) {
+            frames.push(frame);
+        }
+        assert_eq!(frames.len(), 2);
+        let data = frames[0].data_ref().cloned().unwrap_or_default();
+        assert_eq!(
+            one_message::<RangeRequest>(&data).map(|r| r.key),
+            Some(Bytes::from_static(b"answer"))
+        );
+        let trailers = frames[1].trailers_ref().cloned().unwrap_or_default();
+        assert_eq!(
+            trailers.get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"0"[..])
+        );
+    }
+}
