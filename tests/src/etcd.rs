@@ -373,6 +373,24 @@ impl GrpcProxy {
     /// Starts a grpc-proxy for `endpoints` (client URLs or `host:port`) on a free port and waits
     /// until a Range through it succeeds.
     pub async fn start(endpoints: &[String]) -> Result<Self> {
+        let mut proxy = Self::spawn(endpoints, &[])?;
+        let endpoint = proxy.endpoint();
+        proxy
+            .wait_serving("grpc-proxy to serve", || {
+                let endpoint = endpoint.clone();
+                async move {
+                    let mut c = Clients::connect(&endpoint).await?;
+                    c.kv.range(probe()).await?;
+                    Ok(true)
+                }
+            })
+            .await?;
+        Ok(proxy)
+    }
+
+    /// Starts a grpc-proxy for `endpoints` with `extra` flags (TLS files, say), without waiting
+    /// for it to serve.
+    pub fn spawn(endpoints: &[String], extra: &[String]) -> Result<Self> {
         let etcd = etcd_tool("etcd")?;
         let dir = tempfile::Builder::new()
             .prefix("keygate-grpc-proxy-")
@@ -383,7 +401,10 @@ impl GrpcProxy {
         let log = File::create(&log_path)?;
         let endpoints = endpoints
             .iter()
-            .map(|e| e.trim_start_matches("http://"))
+            .map(|e| {
+                e.trim_start_matches("http://")
+                    .trim_start_matches("https://")
+            })
             .collect::<Vec<_>>()
             .join(",");
         let child = Command::new(etcd)
@@ -391,37 +412,29 @@ impl GrpcProxy {
             .arg(format!("--endpoints={endpoints}"))
             .arg(format!("--listen-addr={addr}"))
             .arg(format!("--data-dir={}", dir.path().join("proxy").display()))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .current_dir(dir.path())
             .spawn()
             .context("spawning etcd grpc-proxy")?;
-        let mut proxy = Self {
+        Ok(Self {
             child: Some(child),
             addr,
             log_path,
             dir,
-        };
-        proxy.wait_ready().await?;
-        Ok(proxy)
+        })
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
-        let endpoint = self.endpoint();
-        let res = poll_until(START_TIMEOUT, "grpc-proxy to serve", || {
-            let endpoint = endpoint.clone();
-            async move {
-                let mut c = Clients::connect(&endpoint).await?;
-                c.kv.range(keygate_proto::etcdserverpb::RangeRequest {
-                    key: bytes::Bytes::from_static(b"keygate-harness-probe"),
-                    ..Default::default()
-                })
-                .await?;
-                Ok(true)
-            }
-        })
-        .await;
+    /// Polls `check` until it says the proxy serves; fails with the proxy's log tail when it
+    /// exits or does not serve in time.
+    pub async fn wait_serving<F, Fut>(&mut self, what: &str, check: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool>>,
+    {
+        let res = poll_until(START_TIMEOUT, what, check).await;
         if let Some(child) = self.child.as_mut() {
             if let Ok(Some(status)) = child.try_wait() {
                 bail!(
@@ -431,6 +444,11 @@ impl GrpcProxy {
             }
         }
         res.with_context(|| format!("log tail:\n{}", log_tail(&self.log_path, 20)))
+    }
+
+    /// The proxy's PID.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `127.0.0.1:PORT`.
@@ -451,6 +469,14 @@ impl GrpcProxy {
     /// The temp dir the proxy runs in.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// The Range a proxy must answer to count as serving.
+pub fn probe() -> keygate_proto::etcdserverpb::RangeRequest {
+    keygate_proto::etcdserverpb::RangeRequest {
+        key: bytes::Bytes::from_static(b"keygate-harness-probe"),
+        ..Default::default()
     }
 }
 

@@ -81,7 +81,6 @@ impl Dispatch {
     async fn handle(self, req: Request<Incoming>) -> Response<Body> {
         match &self.grpc {
             Some(routes) if is_grpc(&req) => {
-                let path = req.uri().path().to_string();
                 let req = match &self.direct {
                     Some(direct) => match direct.handle(req).await {
                         Ok(response) => return response,
@@ -89,6 +88,7 @@ impl Dispatch {
                     },
                     None => req.map(Body::new),
                 };
+                let path = req.uri().path().to_string();
                 match Box::pin(routes.clone().oneshot(req)).await {
                     Ok(resp) => etcd_wording(resp, &path),
                     Err(never) => match never {},

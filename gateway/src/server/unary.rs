@@ -82,30 +82,19 @@ impl DirectKv {
 
 /// The whole body, refused as etcd refuses it once its message is over `max_recv`.
 async fn collect(mut body: Incoming, max_recv: usize) -> Result<Bytes, Status> {
-    let mut first: Option<Bytes> = None;
-    let mut more: Option<BytesMut> = None;
+    // Most requests arrive in one DATA frame, kept as it is, without a copy.
+    let mut chunks: Vec<Bytes> = Vec::with_capacity(1);
+    let mut received = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Status::cancelled(format!("reading the request: {e}")))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        // Most requests arrive in one DATA frame: kept as it is, without a copy.
-        match (&first, &mut more) {
-            (None, _) => first = Some(data),
-            (Some(head), None) => {
-                let mut joined = BytesMut::with_capacity(head.len() + data.len());
-                joined.put_slice(head);
-                joined.put_slice(&data);
-                more = Some(joined);
-            }
-            (Some(_), Some(joined)) => joined.put_slice(&data),
-        }
-        let received = more
-            .as_ref()
-            .map_or(first.as_ref().map_or(0, Bytes::len), |m| m.len());
+        received += data.len();
+        chunks.push(data);
         if received > max_recv.saturating_add(PREFIX) {
-            let so_far = more.as_ref().map(|m| &m[..]).or(first.as_deref());
-            let size = so_far.and_then(declared_len).unwrap_or(received - PREFIX);
+            let head: Vec<u8> = chunks.iter().flatten().take(PREFIX).copied().collect();
+            let size = declared_len(&head).unwrap_or(received - PREFIX);
             return Err(GatewayError::RequestTooLarge {
                 size,
                 limit: max_recv,
@@ -113,10 +102,10 @@ async fn collect(mut body: Incoming, max_recv: usize) -> Result<Bytes, Status> {
             .into());
         }
     }
-    Ok(match (first, more) {
-        (_, Some(joined)) => joined.freeze(),
-        (Some(head), None) => head,
-        (None, None) => Bytes::new(),
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => chunks.concat().into(),
     })
 }
 

@@ -42,24 +42,28 @@ impl InFlight {
 pub struct StorageClaim {
     tenant: Arc<Tenant>,
     id: u64,
+    written_at: Option<i64>,
 }
 
 impl StorageClaim {
     /// The write was answered at `revision`: counted as pending until the mirror has it.
-    pub fn written(self, revision: i64) {
-        if let Ok(mut in_flight) = self.tenant.in_flight.lock() {
-            if let Some(w) = in_flight.writes.iter_mut().find(|w| w.id == self.id) {
-                w.written_at = Some(revision);
-            }
-        }
-        std::mem::forget(self);
+    pub fn written(mut self, revision: i64) {
+        self.written_at = Some(revision);
     }
 }
 
 impl Drop for StorageClaim {
     fn drop(&mut self) {
-        if let Ok(mut in_flight) = self.tenant.in_flight.lock() {
-            in_flight.writes.retain(|w| w.id != self.id);
+        let Ok(mut in_flight) = self.tenant.in_flight.lock() else {
+            return;
+        };
+        match self.written_at {
+            Some(at) => {
+                if let Some(w) = in_flight.writes.iter_mut().find(|w| w.id == self.id) {
+                    w.written_at = Some(at);
+                }
+            }
+            None => in_flight.writes.retain(|w| w.id != self.id),
         }
     }
 }
@@ -137,6 +141,7 @@ impl Tenants {
         Ok(Some(StorageClaim {
             tenant: tenant.clone(),
             id,
+            written_at: None,
         }))
     }
 

@@ -9,7 +9,7 @@ use keygate_proto::etcdserverpb::kv_client::KvClient;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::report::Measure;
-use super::tls::{LoadTls, TlsGrpcProxy};
+use super::tls::LoadTls;
 use super::{cpu, Options};
 use crate::{GrpcProxy, Keygate};
 
@@ -29,7 +29,6 @@ pub(super) struct Target {
 pub(super) enum Running {
     Nothing,
     Proxy(GrpcProxy),
-    TlsProxy(TlsGrpcProxy),
     Keygate(Keygate),
 }
 
@@ -38,7 +37,6 @@ impl Running {
         match self {
             Running::Nothing => {}
             Running::Proxy(p) => drop(p),
-            Running::TlsProxy(p) => drop(p),
             Running::Keygate(mut k) => {
                 if let Err(e) = k.stop().await {
                     eprintln!("loadgen: stopping keygate: {e:#}");
@@ -74,12 +72,12 @@ pub(super) async fn start_target(
             Ok((
                 Target {
                     name: "grpc-proxy",
-                    endpoints: vec![p.endpoint()],
+                    endpoints: vec![format!("https://{}", p.addr())],
                     pids,
                     proxy_pid: p.pid(),
                     tls: client_tls,
                 },
-                Running::TlsProxy(p),
+                Running::Proxy(p),
             ))
         }
         "grpc-proxy" => {

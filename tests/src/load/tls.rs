@@ -3,22 +3,16 @@
 //! etcd over TLS; the load generator's TLS settings; the TLS summary of a run.
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use keygate_proto::etcdserverpb::RangeRequest;
-use tempfile::TempDir;
+use anyhow::Result;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use super::report::ModeReport;
 use super::target::{connect, kv_client};
-use crate::bins::etcd_tool;
+use crate::etcd::{probe, GrpcProxy};
 use crate::pki::{CertFiles, TestPki};
-use crate::process::{kill_and_reap, log_tail, poll_until};
-use crate::{ports, EtcdTls};
+use crate::EtcdTls;
 
 /// The certificates of one `--tls` run.
 pub(super) struct LoadTls {
@@ -93,93 +87,33 @@ impl LoadTls {
 
     /// Starts `etcd grpc-proxy` serving TLS (its --trusted-ca-file makes it require client
     /// certificates) in front of the TLS members.
-    pub(super) async fn start_grpc_proxy(&self, urls: &[String]) -> Result<TlsGrpcProxy> {
-        let etcd = etcd_tool("etcd")?;
-        let dir = tempfile::Builder::new()
-            .prefix("keygate-grpc-proxy-tls-")
-            .tempdir()?;
-        let addr = format!("127.0.0.1:{}", ports::free_port()?);
-        let log_path = dir.path().join("grpc-proxy.log");
-        let log = File::create(&log_path)?;
-        let endpoints = urls
-            .iter()
-            .map(|e| e.trim_start_matches("https://"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let child = Command::new(etcd)
-            .args(["grpc-proxy", "start"])
-            .arg(format!("--endpoints={endpoints}"))
-            .arg(format!("--listen-addr={addr}"))
-            .arg(format!("--data-dir={}", dir.path().join("proxy").display()))
-            .arg(format!("--cacert={}", self.pki.ca().display()))
-            .arg(format!("--cert={}", self.grpc_proxy_client.cert.display()))
-            .arg(format!("--key={}", self.grpc_proxy_client.key.display()))
-            .arg(format!("--cert-file={}", self.proxy_server.cert.display()))
-            .arg(format!("--key-file={}", self.proxy_server.key.display()))
-            .arg(format!("--trusted-ca-file={}", self.pki.ca().display()))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .current_dir(dir.path())
-            .spawn()
-            .context("spawning etcd grpc-proxy")?;
-        let mut proxy = TlsGrpcProxy {
-            child: Some(child),
-            addr,
-            _dir: dir,
-        };
-        let endpoint = proxy.endpoint();
+    pub(super) async fn start_grpc_proxy(&self, urls: &[String]) -> Result<GrpcProxy> {
+        let files: [(&str, &std::path::Path); 6] = [
+            ("--cacert", self.pki.ca()),
+            ("--cert", &self.grpc_proxy_client.cert),
+            ("--key", &self.grpc_proxy_client.key),
+            ("--cert-file", &self.proxy_server.cert),
+            ("--key-file", &self.proxy_server.key),
+            ("--trusted-ca-file", self.pki.ca()),
+        ];
+        let extra: Vec<String> = (files.iter())
+            .map(|(flag, file)| format!("{flag}={}", file.display()))
+            .collect();
+        let mut proxy = GrpcProxy::spawn(urls, &extra)?;
+        let endpoint = format!("https://{}", proxy.addr());
         let tls = self.client();
-        let res = poll_until(Duration::from_secs(30), "grpc-proxy to serve TLS", || {
-            let endpoint = endpoint.clone();
-            let tls = tls.clone();
-            async move {
-                let ch = connect(&endpoint, Some(&tls)).await?;
-                kv_client(&ch)
-                    .range(RangeRequest {
-                        key: bytes::Bytes::from_static(b"keygate-harness-probe"),
-                        ..Default::default()
-                    })
-                    .await?;
-                Ok(true)
-            }
-        })
-        .await;
-        if let Some(child) = proxy.child.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                bail!(
-                    "grpc-proxy exited with {status}; log tail:\n{}",
-                    log_tail(&log_path, 20)
-                );
-            }
-        }
-        res.with_context(|| format!("log tail:\n{}", log_tail(&log_path, 20)))?;
+        proxy
+            .wait_serving("grpc-proxy to serve TLS", || {
+                let endpoint = endpoint.clone();
+                let tls = tls.clone();
+                async move {
+                    let ch = connect(&endpoint, Some(&tls)).await?;
+                    kv_client(&ch).range(probe()).await?;
+                    Ok(true)
+                }
+            })
+            .await?;
         Ok(proxy)
-    }
-}
-
-/// `etcd grpc-proxy` serving TLS, killed by PID when dropped.
-pub(super) struct TlsGrpcProxy {
-    child: Option<Child>,
-    addr: String,
-    _dir: TempDir,
-}
-
-impl TlsGrpcProxy {
-    pub(super) fn endpoint(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-
-    pub(super) fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-}
-
-impl Drop for TlsGrpcProxy {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_and_reap(&mut child);
-        }
     }
 }
 
