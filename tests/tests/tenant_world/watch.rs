@@ -16,6 +16,10 @@ use super::world::World;
 pub struct WatchStream {
     pub tx: mpsc::Sender<WatchRequest>,
     pub rx: tonic::Streaming<WatchResponse>,
+    /// Responses of earlier watches that arrived while waiting for a creation (a watch with a
+    /// past start revision sends its first events as soon as it is created), kept for
+    /// `collect`.
+    early: Vec<WatchResponse>,
 }
 
 impl WatchStream {
@@ -32,17 +36,28 @@ impl WatchStream {
         let rx = tokio::time::timeout(Duration::from_secs(10), c.watch.watch(req(user, stream)))
             .await??
             .into_inner();
-        let mut s = WatchStream { tx, rx };
+        let mut s = WatchStream {
+            tx,
+            rx,
+            early: Vec::new(),
+        };
         let id = s.created().await?;
         Ok((s, id))
     }
 
+    /// The ID of the next watch created on the stream; events of earlier watches that come
+    /// first are kept for `collect`.
     pub async fn created(&mut self) -> Result<i64> {
-        let r = tokio::time::timeout(Duration::from_secs(10), self.rx.message())
-            .await??
-            .context("watch stream ended")?;
-        ensure!(r.created, "not a created response: {r:?}");
-        Ok(r.watch_id)
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+                .await??
+                .context("watch stream ended")?;
+            if r.created {
+                return Ok(r.watch_id);
+            }
+            ensure!(!r.events.is_empty(), "not a created response: {r:?}");
+            self.early.push(r);
+        }
     }
 
     /// Creates one watch; returns its ID.
@@ -64,8 +79,13 @@ pub async fn collect(s: &mut WatchStream, ids: &[i64], w: &World) -> Result<Vec<
     let mut events: Vec<Vec<Event>> = vec![Vec::new(); ids.len()];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let quiet = Duration::from_millis(500);
+    let mut early = std::mem::take(&mut s.early).into_iter();
     loop {
-        let r = match tokio::time::timeout(quiet, s.rx.message()).await {
+        let next = match early.next() {
+            Some(r) => Ok(Ok(Some(r))),
+            None => tokio::time::timeout(quiet, s.rx.message()).await,
+        };
+        let r = match next {
             Ok(r) => r?.context("watch stream ended")?,
             Err(_) => {
                 let done = events.iter().all(|e| {
