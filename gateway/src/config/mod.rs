@@ -156,6 +156,8 @@ impl Default for UpstreamConfig {
 pub struct MirrorConfig {
     /// Serve Range requests from the mirror when it can answer exactly as etcd would.
     pub enabled: bool,
+    /// Key prefixes the mirror holds; empty: the whole keyspace. Reads elsewhere go to etcd.
+    pub prefixes: Vec<String>,
     /// Memory budget; over it the mirror is dropped and reads go to etcd.
     pub max_bytes: usize,
     /// Keys per page when listing the keyspace.
@@ -176,6 +178,7 @@ impl Default for MirrorConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            prefixes: Vec::new(),
             max_bytes: 1 << 30,
             page_size: 1000,
             wait_timeout_ms: 1000,

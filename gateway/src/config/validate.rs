@@ -46,6 +46,12 @@ impl Config {
                 "must be at least 100",
             ));
         }
+        if self.mirror.prefixes.iter().any(String::is_empty) {
+            return Err(invalid(
+                "mirror.prefixes",
+                "\"\" is not a prefix; leave the list empty to mirror the whole keyspace",
+            ));
+        }
         if self.mirror.page_size <= 0 {
             return Err(invalid("mirror.page_size", "must be greater than 0"));
         }
@@ -149,6 +155,35 @@ impl Config {
                 format!("{prefix:?}: a namespace is a non-empty key prefix"),
             ));
         }
+        self.validate_quota_coverage()
+    }
+
+    /// Storage quotas are counted in the mirror, so it must hold every namespace they apply to.
+    fn validate_quota_coverage(&self) -> Result<(), ConfigError> {
+        if self.mirror.prefixes.is_empty() {
+            return Ok(());
+        }
+        let tenants = &self.tenants;
+        if tenants.quota.limits_storage() {
+            return Err(invalid(
+                "tenants.quota",
+                "keys and bytes quotas are counted in the mirror, which holds only \
+                 mirror.prefixes: set them per namespace under tenants.namespaces",
+            ));
+        }
+        let coverage = crate::mirror::Coverage::new(&self.mirror.prefixes);
+        for (prefix, quota) in &tenants.namespaces {
+            let end = crate::namespace::prefix_end(prefix.as_bytes());
+            if quota.limits_storage() && !coverage.covers(prefix.as_bytes(), &end) {
+                return Err(invalid(
+                    "tenants.namespaces",
+                    format!(
+                        "{prefix:?}: its keys and bytes quotas are counted in the mirror, \
+                         but mirror.prefixes does not hold this namespace"
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -212,5 +247,29 @@ mod tests {
         );
         assert!(err("[tenants.quota]\nrequests_per_second = -1.0").contains("tenants.quota"));
         assert!(err("[tenants.quota]\nwatchers = 1").contains("watchers"));
+        assert!(err("[mirror]\nprefixes = [\"\"]").contains("mirror.prefixes"));
+    }
+
+    #[test]
+    fn storage_quotas_need_their_namespace_mirrored() {
+        let mirrored = "[mirror]\nprefixes = [\"/t/\"]\n";
+        assert_eq!(
+            err(&format!(
+                "{mirrored}[tenants.namespaces.\"/t/a/\"]\nkeys = 1"
+            )),
+            ""
+        );
+        assert!(
+            err(&format!("{mirrored}[tenants.namespaces.\"/u/\"]\nkeys = 1"))
+                .contains("\"/u/\": its keys and bytes quotas")
+        );
+        assert!(err(&format!("{mirrored}[tenants.quota]\nbytes = 1")).contains("tenants.quota"));
+        assert_eq!(
+            err(&format!(
+                "{mirrored}[tenants.namespaces.\"/u/\"]\nwatches = 1"
+            )),
+            "",
+            "quotas not counted in the mirror apply anywhere"
+        );
     }
 }

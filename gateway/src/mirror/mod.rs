@@ -3,12 +3,14 @@
 //! shared round trip for linearizable ones. Whatever it cannot answer exactly is forwarded.
 
 mod barrier;
+mod coverage;
 mod range;
 mod store;
 mod sync;
 mod usage;
 mod window;
 
+pub use coverage::Coverage;
 pub use usage::{Counted, Usage};
 pub use window::{FellBehind, RevisionEvents};
 
@@ -37,6 +39,8 @@ pub enum Declined {
     CatchUp,
     /// The request carries etcd credentials, whose permissions only etcd can check.
     Credentials,
+    /// The range reaches keys outside `mirror.prefixes`.
+    Outside,
 }
 
 impl Declined {
@@ -46,6 +50,7 @@ impl Declined {
             Declined::Options => "options",
             Declined::CatchUp => "catch_up",
             Declined::Credentials => "credentials",
+            Declined::Outside => "outside_prefixes",
         }
     }
 }
@@ -60,6 +65,8 @@ pub struct Mirror {
 
 struct Shared {
     config: MirrorConfig,
+    /// The keys the mirror holds.
+    coverage: Coverage,
     metrics: MirrorMetrics,
     store: RwLock<Store>,
     /// Recent events, for watchers.
@@ -84,6 +91,7 @@ impl Mirror {
     ) -> Mirror {
         let shared = Arc::new(Shared {
             config: config.clone(),
+            coverage: Coverage::new(&config.prefixes),
             metrics: metrics.clone(),
             store: RwLock::new(Store::default()),
             window: RwLock::new(Window::new(config.window_revisions, config.window_bytes)),
@@ -111,6 +119,9 @@ impl Mirror {
     pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Declined> {
         if !self.shared.serving() {
             return Err(Declined::NotServing);
+        }
+        if !self.shared.coverage.covers(&req.key, &req.range_end) {
+            return Err(Declined::Outside);
         }
         if !range::servable(req) {
             return Err(Declined::Options);
@@ -261,7 +272,7 @@ impl Shared {
         let Ok(mut store) = self.store.write() else {
             return false;
         };
-        let prev = store.apply(events, revision);
+        let prev = store.apply(events, revision, &self.coverage);
         if let Ok(mut window) = self.window.write() {
             window.push(events, prev);
         }

@@ -214,6 +214,7 @@ mod tests {
                 prev_kv: None,
             }],
             8,
+            &super::super::coverage::Coverage::default(),
         );
         assert!(evaluate(
             &s,

@@ -1,5 +1,6 @@
 //! The mirror's data: every live key with its metadata, as etcd holds it at one revision.
 
+use super::coverage::Coverage;
 use bytes::Bytes;
 use keygate_proto::mvccpb::{event::EventType, Event, KeyValue};
 use std::collections::BTreeMap;
@@ -43,16 +44,25 @@ impl Store {
         self.bytes
     }
 
-    /// Applies the events of one or more revisions, in order, then moves to `revision`.
-    /// Returns the previous value of each key changed, in event order, for watchers that ask
-    /// for prev_kv.
-    pub fn apply(&mut self, events: &[Event], revision: i64) -> Vec<Option<KeyValue>> {
+    /// Applies the events of one or more revisions, in order, then moves to `revision`; keys
+    /// outside `coverage` are not kept. Returns the previous value of each key changed, in event
+    /// order, for watchers that ask for prev_kv (for a key not kept, etcd's own prev_kv).
+    pub fn apply(
+        &mut self,
+        events: &[Event],
+        revision: i64,
+        coverage: &Coverage,
+    ) -> Vec<Option<KeyValue>> {
         let mut prev = Vec::with_capacity(events.len());
         for event in events {
             let Some(kv) = &event.kv else {
                 prev.push(None);
                 continue;
             };
+            if !coverage.holds(&kv.key) {
+                prev.push(event.prev_kv.clone());
+                continue;
+            }
             let old = if event.r#type == EventType::Delete as i32 {
                 self.kvs.remove(&kv.key)
             } else {
@@ -147,11 +157,36 @@ mod tests {
             kv: Some(kv("a", 3)),
             prev_kv: None,
         };
-        let prev = store.apply(&[put], 2);
+        let prev = store.apply(&[put], 2, &Coverage::default());
         assert_eq!(prev[0].as_ref().map(|p| p.mod_revision), Some(1));
         assert_eq!(store.bytes(), before);
-        let prev = store.apply(&[del], 3);
+        let prev = store.apply(&[del], 3, &Coverage::default());
         assert_eq!(prev[0].as_ref().map(|p| p.mod_revision), Some(2));
         assert_eq!((store.len(), store.bytes(), store.revision()), (0, 0, 3));
+    }
+
+    #[test]
+    fn keys_outside_the_coverage_are_not_kept() {
+        let coverage = Coverage::new(&["m/".to_string()]);
+        let mut store = Store::from_list([kv("m/a", 1)], 1);
+        let outside = Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv("x", 2)),
+            prev_kv: Some(kv("x", 1)),
+        };
+        let inside = Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv("m/b", 2)),
+            prev_kv: None,
+        };
+        let prev = store.apply(&[outside, inside], 2, &coverage);
+        assert_eq!(store.len(), 2, "m/a and m/b, not x");
+        assert_eq!(store.revision(), 2, "every revision counts, kept or not");
+        assert_eq!(
+            prev[0].as_ref().map(|p| p.mod_revision),
+            Some(1),
+            "etcd's prev_kv"
+        );
+        assert!(prev[1].is_none());
     }
 }

@@ -1,4 +1,5 @@
-//! Keeps the mirror current: a paginated list at revision R, then one upstream watch from R+1.
+//! Keeps the mirror current: a paginated list at revision R (of the whole keyspace or of each
+//! configured prefix), then one upstream watch of the whole keyspace from R+1.
 //! A failed watch resumes from the mirror's revision + 1 on whichever member is healthy; a
 //! compacted resume point, or a memory budget overrun, starts over with a fresh list.
 
@@ -83,49 +84,53 @@ async fn over_budget(shared: &Shared) {
     tokio::time::sleep(OVER_BUDGET_RETRY).await;
 }
 
-/// Lists the whole keyspace at one revision, page by page.
+/// Lists what the mirror holds (the whole keyspace, or each configured prefix) at one revision,
+/// page by page.
 async fn list(shared: &Shared, pool: &Pool) -> Result<Store, End> {
     let member = pool.pick().map_err(|e| End::Failed(e.to_string()))?;
     let mut client = KvClient::new(member.channel()).max_decoding_message_size(usize::MAX);
     check_auth(shared, &member).await;
     let mut kvs = Vec::new();
     let mut bytes = 0usize;
-    let mut key = Bytes::from_static(b"\0");
+    // The first page fixes the revision; every later page is read at it.
     let mut revision = 0;
-    loop {
-        let page = RangeRequest {
-            key: key.clone(),
-            range_end: Bytes::from_static(b"\0"),
-            limit: shared.config.page_size,
-            revision,
-            ..Default::default()
-        };
-        let resp = client
-            .range(page)
-            .await
-            .map_err(|s| End::Failed(s.to_string()))?
-            .into_inner();
-        if revision == 0 {
-            let header = resp.header.unwrap_or_default();
-            revision = header.revision;
-            shared.set_header(&header);
-        }
-        if let Some(last) = resp.kvs.last() {
-            let mut next = last.key.to_vec();
-            next.push(0);
-            key = Bytes::from(next);
-        }
-        bytes += resp
-            .kvs
-            .iter()
-            .map(|kv| kv.key.len() + kv.value.len())
-            .sum::<usize>();
-        if bytes > shared.config.max_bytes {
-            return Err(End::OverBudget);
-        }
-        kvs.extend(resp.kvs);
-        if !resp.more {
-            break;
+    for (start, end) in shared.coverage.ranges() {
+        let mut key = start;
+        loop {
+            let page = RangeRequest {
+                key: key.clone(),
+                range_end: end.clone(),
+                limit: shared.config.page_size,
+                revision,
+                ..Default::default()
+            };
+            let resp = client
+                .range(page)
+                .await
+                .map_err(|s| End::Failed(s.to_string()))?
+                .into_inner();
+            if revision == 0 {
+                let header = resp.header.unwrap_or_default();
+                revision = header.revision;
+                shared.set_header(&header);
+            }
+            if let Some(last) = resp.kvs.last() {
+                let mut next = last.key.to_vec();
+                next.push(0);
+                key = Bytes::from(next);
+            }
+            bytes += resp
+                .kvs
+                .iter()
+                .map(|kv| kv.key.len() + kv.value.len())
+                .sum::<usize>();
+            if bytes > shared.config.max_bytes {
+                return Err(End::OverBudget);
+            }
+            kvs.extend(resp.kvs);
+            if !resp.more {
+                break;
+            }
         }
     }
     shared.metrics.relists.inc();
@@ -152,6 +157,9 @@ async fn watch(shared: &Shared, pool: &Pool) -> End {
         range_end: Bytes::from_static(b"\0"),
         start_revision: shared.revision() + 1,
         progress_notify: true,
+        // Every revision still comes through (the mirror's revision is etcd's), but values
+        // outside `mirror.prefixes` are not kept: etcd supplies their previous values.
+        prev_kv: !shared.coverage.is_everything(),
         ..Default::default()
     };
     let (tx, rx) = tokio::sync::mpsc::channel(1);

@@ -22,7 +22,7 @@ pub struct Counted {
 impl Mirror {
     /// The usage of `[start, end)`, counted until it exceeds every limit in `cap` (0: none), and
     /// the stored size of each of `keys`, with the revision counted at; `None` when the mirror
-    /// is not serving or is behind.
+    /// is not serving, is behind, or does not hold that range (`mirror.prefixes`).
     /// Key lengths count without the first `prefix_len` bytes.
     pub async fn usage(
         &self,
@@ -31,7 +31,7 @@ impl Mirror {
         keys: &[Bytes],
         cap: Usage,
     ) -> Option<Counted> {
-        if !self.serving() || !self.catch_up().await {
+        if !self.shared.coverage.covers(start, end) || !self.serving() || !self.catch_up().await {
             return None;
         }
         let store = self.shared.store.read().ok()?;
