@@ -17,6 +17,8 @@
 //! cancel), WatchProgressRequest, and compaction (both clusters compacted alike: start
 //! revisions before it get etcd's compaction cancel), and keygate's metrics: every hub watcher
 //! served from the mirror's one upstream watch, one upstream watch per older start.
+//! A second test checks the periodic progress notifications themselves on both sides: skipped
+//! for a watcher sent events since the last one, sent to a quiet one on the same stream.
 //!
 //! etcd runs with `--max-request-bytes=65536` and a 200 ms progress interval (set through
 //! etcd's ETCD_* environment variables, which the harness's etcd processes inherit); keygate is
@@ -34,7 +36,7 @@ mod watchers;
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use keygate_proto::etcdserverpb::{CompactionRequest, WatchCreateRequest, WatchResponse};
 use keygate_proto::mvccpb::Event;
@@ -315,5 +317,74 @@ async fn watch_streams_match_etcd_under_a_random_history() -> Result<()> {
 
     failures.extend(watch_ids(&direct, &via).await?);
     failures.extend(compaction(&mut direct, &mut via, &keygate, before_rev, window_rev).await?);
+    bail_on(failures, &keygate)
+}
+
+/// etcd's periodic progress notifications skip a watcher that was sent events since the last
+/// one (the events said as much); a quiet watcher on the same stream still gets them. Both
+/// sides watch the same cluster while one key is written every 40 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_progress_skips_watchers_sent_events() -> Result<()> {
+    std::env::set_var("ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", "200ms");
+    let cluster = EtcdCluster::start(1).await?;
+    let dir = tempfile::tempdir()?;
+    let config = write_config(dir.path()).await?;
+    let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;
+    wait_serving(&keygate).await?;
+    let (direct, mut via) = (cluster.clients(0).await?, keygate.clients().await?);
+    let watch = |key: &str, watch_id| WatchCreateRequest {
+        key: b(key),
+        progress_notify: true,
+        watch_id,
+        ..Default::default()
+    };
+    let mut streams = Vec::new();
+    for clients in [&direct, &via] {
+        let stream = keygate_tests::watch::WatchStream::open(clients, watch("busy", 1)).await?;
+        stream.create(watch("quiet", 2)).await?;
+        streams.push(stream);
+    }
+    let writes = tokio::spawn(async move {
+        for i in 0..50 {
+            let put = keygate_proto::etcdserverpb::PutRequest {
+                key: b("busy"),
+                value: Bytes::from(i.to_string()),
+                ..Default::default()
+            };
+            via.kv.put(put).await?;
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        anyhow::Ok(())
+    });
+    // (events, progress notifications) per watch id, read from both sides at once while the
+    // writes go on.
+    let until = tokio::time::Instant::now() + Duration::from_millis(1800);
+    let tally = |mut stream: keygate_tests::watch::WatchStream| async move {
+        let mut seen = std::collections::BTreeMap::<i64, (usize, usize)>::new();
+        while let Ok(resp) = stream.next(until - tokio::time::Instant::now()).await {
+            let entry = seen.entry(resp.watch_id).or_default();
+            match (resp.created, resp.events.len()) {
+                (true, _) => {}
+                (false, 0) => entry.1 += 1,
+                (false, n) => entry.0 += n,
+            }
+        }
+        let count = |id| seen.get(&id).copied().unwrap_or_default();
+        (count(1), count(2))
+    };
+    let via_stream = streams.pop().context("two streams")?;
+    let direct_stream = streams.pop().context("two streams")?;
+    let (on_etcd, on_keygate) = tokio::join!(tally(direct_stream), tally(via_stream));
+    let mut failures = Vec::new();
+    for (side, (busy, quiet)) in [("etcd", on_etcd), ("keygate", on_keygate)] {
+        if busy.0 < 30 || busy.1 > 2 || quiet.1 < 4 {
+            failures.push(format!(
+                "{side}: busy watcher {} events, {} progress notifications; quiet watcher {} \
+                 notifications (expected few for the busy one, several for the quiet one)",
+                busy.0, busy.1, quiet.1
+            ));
+        }
+    }
+    writes.await??;
     bail_on(failures, &keygate)
 }

@@ -326,6 +326,7 @@ impl Stream {
                         if let Some(w) = self.watchers.get_mut(&id) {
                             w.next = last + 1;
                             w.catching_up = false;
+                            w.events_since_tick |= !out.is_empty();
                         }
                         for resp in out {
                             self.send(resp).await?;
@@ -365,16 +366,18 @@ impl Stream {
         Ok(())
     }
 
-    /// etcd's periodic progress notification, to synced watchers that asked for it.
+    /// etcd's periodic progress notification, to synced watchers that asked for it and were
+    /// sent no events since the last one.
     async fn periodic_progress(&mut self) -> Result<(), Ended> {
         self.deliver().await?;
         let current = self.hub.mirror.revision();
-        let due: Vec<i64> = self
-            .watchers
-            .values()
-            .filter(|w| w.progress_notify && w.next > current)
-            .map(|w| w.id)
-            .collect();
+        let mut due = Vec::new();
+        for w in self.watchers.values_mut() {
+            if w.progress_notify && w.next > current && !w.events_since_tick {
+                due.push(w.id);
+            }
+            w.events_since_tick = false;
+        }
         for id in due {
             self.hub.metrics.progress_sent.inc();
             let header = Some(self.hub.mirror.header(current));

@@ -34,6 +34,9 @@ pub struct Watcher {
     prev_kv: bool,
     pub fragment: bool,
     pub progress_notify: bool,
+    /// Sent events since the last periodic progress tick: as etcd, it skips the next periodic
+    /// notification (the events told it as much).
+    pub events_since_tick: bool,
     /// The next revision this watcher is owed.
     pub next: i64,
     /// Created at a past revision and not yet caught up: its first events come in one response,
@@ -79,6 +82,7 @@ impl Watcher {
             prev_kv: req.prev_kv,
             fragment: req.fragment,
             progress_notify: req.progress_notify,
+            events_since_tick: false,
             next,
             catching_up: next <= current,
             no_prev_kv_at: None,
