@@ -58,12 +58,14 @@ fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
-async fn write_config(dir: &std::path::Path) -> Result<String> {
+/// keygate's configuration file; `backfill` is `mirror.backfill_revisions`.
+async fn write_config(dir: &std::path::Path, backfill: usize) -> Result<String> {
     let path = dir.join("keygate.toml");
     std::fs::write(
         &path,
         format!(
             "[server]\nmax_request_bytes = {MAX_REQUEST_BYTES}\n\n\
+             [mirror]\nbackfill_revisions = {backfill}\n\n\
              [watch]\nprogress_notify_interval_ms = 200\n"
         ),
     )?;
@@ -99,8 +101,20 @@ fn bail_on(failures: Vec<String>, keygate: &Keygate) -> Result<()> {
     )
 }
 
+/// Watches from before keygate started get an upstream watch of their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_streams_match_etcd_under_a_random_history() -> Result<()> {
+    conformance(0).await
+}
+
+/// With the window backfilled at start, watches from before keygate started are served by the
+/// hub too, from etcd's events as keygate read them at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_match_etcd_with_a_backfilled_window() -> Result<()> {
+    conformance(1000).await
+}
+
+async fn conformance(backfill: usize) -> Result<()> {
     // Inherited by the etcd processes the harness starts (etcd reads ETCD_<FLAG>).
     std::env::set_var("ETCD_MAX_REQUEST_BYTES", MAX_REQUEST_BYTES.to_string());
     std::env::set_var("ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", "200ms");
@@ -129,7 +143,7 @@ async fn watch_streams_match_etcd_under_a_random_history() -> Result<()> {
     }
 
     let dir = tempfile::tempdir()?;
-    let config = write_config(dir.path()).await?;
+    let config = write_config(dir.path(), backfill).await?;
     let keygate = Keygate::start(&backend.client_urls(), &["--config", &config]).await?;
     wait_serving(&keygate).await?;
     let mut via = keygate.clients().await?;
@@ -179,7 +193,7 @@ async fn watch_streams_match_etcd_under_a_random_history() -> Result<()> {
     let dedicated = pairs
         .iter()
         .flat_map(|p| specs(p))
-        .filter(|s| s.start == Start::BeforeKeygate)
+        .filter(|s| s.start == Start::BeforeKeygate && backfill == 0)
         .count();
     let hub = pairs.iter().map(|p| p.specs.len()).sum::<usize>() - dedicated;
 
@@ -328,7 +342,7 @@ async fn periodic_progress_skips_watchers_sent_events() -> Result<()> {
     std::env::set_var("ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", "200ms");
     let cluster = EtcdCluster::start(1).await?;
     let dir = tempfile::tempdir()?;
-    let config = write_config(dir.path()).await?;
+    let config = write_config(dir.path(), 0).await?;
     let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;
     wait_serving(&keygate).await?;
     let (direct, mut via) = (cluster.clients(0).await?, keygate.clients().await?);

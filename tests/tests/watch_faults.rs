@@ -2,7 +2,9 @@
 //! (keygate's event window cut to 100 revisions): the 100 watchers of another stream get every
 //! event promptly, keygate's memory stays bounded, and once the slow stream reads again each
 //! of its watchers got an unbroken prefix of its events, then (having fallen off the window) a
-//! cancel with compact_revision — never a gap. (The leader kill is in watch_faults_leader.rs.)
+//! cancel with compact_revision — never a gap. And a watch resumed across a keygate restart
+//! (from a revision seen through the previous keygate) is served by the hub from the
+//! backfilled window. (The leader kill is in watch_faults_leader.rs.)
 
 mod watch_faults_common;
 
@@ -267,6 +269,61 @@ async fn a_stream_that_stops_reading_delays_no_one_and_is_canceled_not_gapped() 
         "slow stream: {} of {} watchers canceled for lag",
         canceled.len(),
         slow_start.len()
+    );
+    Ok(())
+}
+
+/// kube-apiserver keeps its watches across a keygate restart by resuming each from the last
+/// revision it saw. The restarted keygate backfilled its event window at start, so the resumed
+/// watch — including the writes made while keygate was down — is served by the hub, exactly as
+/// etcd would serve it, and etcd still sees only the mirror's one watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumed_across_a_keygate_restart_is_served_by_the_hub() -> Result<()> {
+    let cluster = EtcdCluster::start(1).await?;
+    let mut direct = cluster.clients(0).await?;
+    let mut first = Keygate::start(&cluster.client_urls(), &[]).await?;
+    wait_serving(&first).await?;
+    let mut via = first.clients().await?;
+    let mut watch = WatchStream::open(&via, prefix_watch("r/", 0)).await?;
+    let mut seen = 0;
+    for i in 0..5 {
+        seen = put(&mut via, format!("r/{i}"), b("before")).await?;
+    }
+    watch.events_until(b"r/4", T).await?;
+    first.stop().await?;
+    drop((watch, via));
+
+    // Written while no keygate runs: overwrites (prev_kv), a delete, a new key.
+    put(&mut direct, "r/1".into(), b("while down")).await?;
+    direct
+        .kv
+        .delete_range(keygate_proto::etcdserverpb::DeleteRangeRequest {
+            key: b("r/2"),
+            ..Default::default()
+        })
+        .await?;
+    put(&mut direct, "r/9".into(), b("while down")).await?;
+
+    let second = Keygate::start(&cluster.client_urls(), &[]).await?;
+    wait_serving(&second).await?;
+    let resume = keygate_proto::etcdserverpb::WatchCreateRequest {
+        prev_kv: true,
+        ..prefix_watch("r/", seen + 1)
+    };
+    let mut resumed = WatchStream::open(&second.clients().await?, resume.clone()).await?;
+    let mut reference = WatchStream::open(&direct, resume).await?;
+    let got = resumed.events_until(b"r/9", T).await?;
+    let want = reference.events_until(b"r/9", T).await?;
+    ensure!(
+        got == want && revs(&got).len() == 3,
+        "resumed through keygate: {got:?}\netcd: {want:?}"
+    );
+    let own = metric(second.addr(), "keygate_watch_upstream_streams").await?;
+    let etcd_watchers = metric(&cluster.addr(0), "etcd_debugging_mvcc_watcher_total").await?;
+    ensure!(
+        own == 0.0 && etcd_watchers == 2.0,
+        "the resumed watch went upstream: {own} upstream watches of keygate's own, {etcd_watchers} \
+         watchers on etcd (the mirror's and the test's reference expected)"
     );
     Ok(())
 }

@@ -172,6 +172,9 @@ pub struct MirrorConfig {
     pub window_revisions: usize,
     /// Memory budget of that event window, in bytes.
     pub window_bytes: usize,
+    /// After each list, how many revisions before it are read from etcd into the event window,
+    /// so watches resumed from before keygate started are served from it.
+    pub backfill_revisions: usize,
 }
 
 impl Default for MirrorConfig {
@@ -185,6 +188,7 @@ impl Default for MirrorConfig {
             max_staleness_ms: 5000,
             window_revisions: 100_000,
             window_bytes: 64 << 20,
+            backfill_revisions: 10_000,
         }
     }
 }

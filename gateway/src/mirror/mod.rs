@@ -2,6 +2,7 @@
 //! requests the way etcd would, without a round trip for serializable reads and with one
 //! shared round trip for linearizable ones. Whatever it cannot answer exactly is forwarded.
 
+mod backfill;
 mod barrier;
 mod coverage;
 mod range;
@@ -245,13 +246,18 @@ impl Shared {
             .fetch_max(header.raft_term, Ordering::Relaxed);
     }
 
-    fn replace(&self, store: Store) {
+    /// Installs a freshly listed store, with the events of the revisions before it when they
+    /// were backfilled.
+    fn replace(&self, store: Store, backfilled: Option<Window>) {
         let revision = store.revision();
         self.publish_size(&store);
         if let Ok(mut current) = self.store.write() {
             *current = store;
             if let Ok(mut window) = self.window.write() {
-                window.reset(revision);
+                match backfilled {
+                    Some(backfilled) => *window = backfilled,
+                    None => window.reset(revision),
+                }
             }
         }
         self.loaded.store(true, Ordering::Release);

@@ -50,7 +50,8 @@ pub(super) async fn run(shared: Arc<Shared>, pool: Pool) {
             keys = store.len(),
             "mirror loaded"
         );
-        shared.replace(store);
+        let backfilled = super::backfill::window(&shared, &pool, store.revision()).await;
+        shared.replace(store, backfilled);
         loop {
             match watch(&shared, &pool).await {
                 End::Compacted => {

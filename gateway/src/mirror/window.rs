@@ -47,7 +47,7 @@ impl Window {
         self.oldest = revision + 1;
     }
 
-    #[cfg(test)]
+    /// The oldest revision servable.
     pub fn oldest(&self) -> i64 {
         self.oldest
     }
