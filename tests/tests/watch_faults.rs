@@ -327,3 +327,73 @@ async fn a_watch_resumed_across_a_keygate_restart_is_served_by_the_hub() -> Resu
     );
     Ok(())
 }
+
+/// A watch from before the event window starts on an upstream watch of its own. A
+/// WatchProgressRequest on its stream is answered once etcd says that watcher is synced too
+/// (keygate asks etcd on the watcher's upstream stream); once the watcher has been sent an event
+/// inside the window, it moves to the hub and its upstream watch ends, with nothing lost or
+/// repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_before_the_window_moves_to_the_hub() -> Result<()> {
+    let cluster = EtcdCluster::start(1).await?;
+    let mut direct = cluster.clients(0).await?;
+    for i in 0..10 {
+        put(&mut direct, format!("q/{i}"), b("old")).await?;
+    }
+    // Later writes elsewhere: the watcher's last event lies before the window.
+    for i in 0..5 {
+        put(&mut direct, format!("z/{i}"), b("old")).await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(&config, "[mirror]\nbackfill_revisions = 0\n")?;
+    let config = config.to_string_lossy().into_owned();
+    let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;
+    wait_serving(&keygate).await?;
+    let mut via = keygate.clients().await?;
+    let upstream = || metric(keygate.addr(), "keygate_watch_upstream_streams");
+
+    // From revision 2, before the window: q/0 … q/9, on an upstream watch of its own.
+    let mut stream = WatchStream::open(&via, prefix_watch("q/", 2)).await?;
+    let history = stream.events_until(b"q/9", T).await?;
+    ensure!(
+        revs(&history) == (2..12).collect::<Vec<_>>(),
+        "history {:?}",
+        revs(&history)
+    );
+    ensure!(
+        upstream().await? == 1.0,
+        "not on an upstream watch of its own"
+    );
+
+    stream.progress().await?;
+    let reply = loop {
+        let resp = stream.next(T).await.context("no progress reply")?;
+        if resp.watch_id == -1 {
+            break resp;
+        }
+    };
+    let current = put(&mut via, "elsewhere".into(), b("x")).await? - 1;
+    ensure!(
+        reply.header.as_ref().map(|h| h.revision) == Some(current) && reply.events.is_empty(),
+        "progress reply {reply:?}, expected one at revision {current}"
+    );
+
+    // An event inside the window: relayed, then the hub takes over from the next revision.
+    let moved = put(&mut via, "q/new".into(), b("1")).await?;
+    let events = stream.events_until(b"q/new", T).await?;
+    ensure!(revs(&events) == [moved], "events {:?}", revs(&events));
+    keygate_tests::process::poll_until(T, "the watcher on the hub", || async {
+        Ok(upstream().await? == 0.0)
+    })
+    .await?;
+    let handovers = metric(keygate.addr(), "keygate_watch_handovers_total").await?;
+    let last = put(&mut via, "q/last".into(), b("2")).await?;
+    let events = stream.events_until(b"q/last", T).await?;
+    ensure!(
+        revs(&events) == [last] && handovers == 1.0,
+        "after the hand-over: events {:?}, {handovers} hand-overs",
+        revs(&events)
+    );
+    Ok(())
+}

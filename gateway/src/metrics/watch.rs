@@ -8,6 +8,8 @@ pub struct WatchMetrics {
     pub watchers: IntGauge,
     /// Upstream watch streams opened for watchers older than the event window.
     pub upstream_streams: IntGauge,
+    /// Watchers moved from an upstream watch of their own to the hub.
+    pub handovers: IntCounter,
     pub events_sent: IntCounter,
     pub canceled_lagging: IntCounter,
     pub progress_sent: IntCounter,
@@ -33,6 +35,10 @@ impl WatchMetrics {
             upstream_streams: gauge(
                 "keygate_watch_upstream_streams",
                 "Upstream watch streams opened for watchers that start before the event window.",
+            )?,
+            handovers: counter(
+                "keygate_watch_handovers_total",
+                "Watchers moved from an upstream watch of their own to the hub once they reached the event window.",
             )?,
             events_sent: counter("keygate_watch_events_sent_total", "Events sent to downstream watchers.")?,
             canceled_lagging: counter(

@@ -1,23 +1,138 @@
 //! A watcher whose start revision is older than the event window gets an upstream watch of its
 //! own. Its responses are relayed under the downstream watch id; if the member fails, the watch
-//! resumes on another member from the revision after the last one delivered.
+//! resumes on another member from the revision after the last one delivered. The stream learns
+//! how far the watcher has been sent every event, to hand it over to the hub once it reaches
+//! the window, and can ask etcd for a progress answer on the watcher's upstream stream.
 
+use super::watcher::Tenancy;
 use crate::upstream::Pool;
 use keygate_proto::etcdserverpb::watch_client::WatchClient;
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
-use keygate_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use keygate_proto::etcdserverpb::{
+    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tonic::Request;
 
-/// Relays one upstream watcher until it is canceled upstream or `out` closes.
-pub async fn run(
+/// The stream's side of a watcher with an upstream watch of its own; dropping it ends the
+/// upstream watch.
+pub struct Dedicated {
+    task: JoinHandle<()>,
+    asks: watch::Sender<u64>,
+    /// The client's create request (confined to the tenant's namespace), for the hand-over.
+    pub create: WatchCreateRequest,
+    pub tenancy: Option<Tenancy>,
+    /// Every event up to this revision has been relayed.
+    through: i64,
+    /// The highest revision of an event relayed.
+    last_event: i64,
+    /// Relayed part of a revision's events: not a point to hand over at.
+    mid_fragment: bool,
+    /// etcd's latest answer to a progress request on the upstream stream (0: none).
+    answered: i64,
+    asking: bool,
+}
+
+impl Dedicated {
+    pub fn spawn(
+        pool: Pool,
+        id: i64,
+        create: WatchCreateRequest,
+        tenancy: Option<Tenancy>,
+        out: mpsc::Sender<(i64, Report)>,
+    ) -> Dedicated {
+        let (asks, asks_rx) = watch::channel(0);
+        let task = tokio::spawn(run(pool, id, create.clone(), out, asks_rx));
+        Dedicated {
+            task,
+            asks,
+            create,
+            tenancy,
+            through: 0,
+            last_event: 0,
+            mid_fragment: false,
+            answered: 0,
+            asking: false,
+        }
+    }
+
+    /// Takes in what the task reported; the response to relay, if any.
+    pub fn note(&mut self, report: Report) -> Option<WatchResponse> {
+        match report {
+            Report::Progress(revision) => {
+                self.answered = self.answered.max(revision);
+                self.asking = false;
+                None
+            }
+            Report::Relay(resp, through) => {
+                self.through = self.through.max(through);
+                if let Some(resp) = &resp {
+                    let last = resp.events.last().and_then(|e| e.kv.as_ref());
+                    if let Some(kv) = last {
+                        self.last_event = self.last_event.max(kv.mod_revision);
+                    }
+                    self.mid_fragment = resp.fragment;
+                }
+                resp
+            }
+        }
+    }
+
+    /// Whether a stream progress reply at `current` holds for this watcher: every event up to
+    /// `current` relayed (as far as the relayed events show, or as etcd answered), and none
+    /// beyond it. Otherwise etcd is asked, once at a time.
+    pub fn synced_at(&mut self, current: i64) -> bool {
+        let through = self.through.max(self.answered);
+        if through < current && !self.asking {
+            self.asking = true;
+            self.asks.send_modify(|n| *n += 1);
+        }
+        through >= current && self.last_event <= current
+    }
+
+    /// The revision the hub can take this watcher on from, once every event before it has been
+    /// relayed and the mirror has reached them.
+    pub fn handover_point(&self, current: i64) -> Option<i64> {
+        (self.through > 0 && self.through <= current && !self.mid_fragment)
+            .then_some(self.through + 1)
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a dedicated watcher's task tells its stream.
+pub enum Report {
+    /// A response for the client (`None`: nothing to relay), and the revision through which the
+    /// watcher has now been sent every event (0: not known yet).
+    Relay(Option<WatchResponse>, i64),
+    /// etcd's answer to a progress request on the watcher's upstream stream, at this revision.
+    Progress(i64),
+}
+
+/// Relays one upstream watcher until it is canceled upstream or `out` closes. Each change of
+/// `asks` sends etcd a WatchProgressRequest (again after a reconnect, until answered).
+async fn run(
     pool: Pool,
     id: i64,
     mut create: WatchCreateRequest,
-    out: mpsc::Sender<(i64, WatchResponse)>,
+    out: mpsc::Sender<(i64, Report)>,
+    mut asks: watch::Receiver<u64>,
 ) {
     create.watch_id = 0;
+    // etcd's own periodic notifications tell how far a quiet watcher is synced; the client's
+    // are relayed only if it asked for them.
+    let client_wants_progress = create.progress_notify;
+    create.progress_notify = true;
+    // Known only from what etcd sent: an event, or a revision it said the watcher is synced
+    // at. (Never from the start revision: etcd may yet answer that it was compacted.)
+    let mut through = 0;
+    let mut asked = false;
     loop {
         let member = match pool.pick() {
             Ok(member) => member,
@@ -26,7 +141,7 @@ pub async fn run(
                 continue;
             }
         };
-        let (tx, rx) = mpsc::channel(1);
+        let (tx, rx) = mpsc::channel(2);
         let request = WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(create.clone())),
         };
@@ -50,8 +165,24 @@ pub async fn run(
                 continue;
             }
         };
+        if asked && ask(&tx).await.is_err() {
+            return;
+        }
         loop {
-            let mut resp = match stream.message().await {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                changed = asks.changed() => {
+                    if changed.is_err() {
+                        return; // the stream is gone
+                    }
+                    asked = true;
+                    if ask(&tx).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut resp = match message {
                 Ok(Some(resp)) => resp,
                 Ok(None) => break,
                 Err(status) => {
@@ -60,28 +191,49 @@ pub async fn run(
                 }
             };
             let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+            if resp.watch_id == -1 && is_progress(&resp) {
+                // An answer for the whole upstream stream, which etcd (before 3.5.8) may send
+                // before the watcher is synced: reported, never taken as the resume point.
+                asked = false;
+                if out.send((id, Report::Progress(revision))).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             if let Some(last) = resp.events.last().and_then(|e| e.kv.as_ref()) {
                 create.start_revision = last.mod_revision + 1;
+                if !resp.fragment {
+                    through = last.mod_revision;
+                }
             } else if resp.created && create.start_revision == 0 || is_progress(&resp) {
                 // Everything up to the header's revision has been delivered.
                 create.start_revision = create.start_revision.max(revision + 1);
+                through = through.max(revision);
             }
             // The stream sent the created response already, in request order.
-            if resp.created {
-                if !resp.canceled {
-                    continue;
-                }
-                resp.created = false;
-            }
-            let canceled = resp.canceled;
-            resp.watch_id = id;
-            if out.send((id, resp)).await.is_err() || canceled {
+            let relay =
+                if resp.created && !resp.canceled || is_progress(&resp) && !client_wants_progress {
+                    None
+                } else {
+                    resp.created = false;
+                    resp.watch_id = id;
+                    Some(resp)
+                };
+            let canceled = relay.as_ref().is_some_and(|r| r.canceled);
+            if out.send((id, Report::Relay(relay, through))).await.is_err() || canceled {
                 return;
             }
         }
         drop(tx);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn ask(tx: &mpsc::Sender<WatchRequest>) -> Result<(), ()> {
+    let request = WatchRequest {
+        request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
+    };
+    tx.send(request).await.map_err(|_| ())
 }
 
 fn is_progress(resp: &WatchResponse) -> bool {

@@ -1,20 +1,20 @@
 //! One downstream Watch stream served by the hub: its watchers, the requests that create and
 //! cancel them, and the delivery of their events from the mirror's event window.
 
-use super::dedicated;
-use super::watcher::{responses, Tenancy, Watcher, DUPLICATE_ID};
+mod upstream;
+
+use super::dedicated::{Dedicated, Report};
+use super::watcher::{responses, Watcher, DUPLICATE_ID};
 use super::Hub;
 use crate::describe::Description;
 use crate::errors::GatewayError;
 use crate::metrics::RpcTimer;
-use crate::namespace::Strip;
 use crate::policy::audit::{Audit, Pending, StreamAudit};
 use crate::policy::stream::StreamCaller;
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
 use keygate_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use std::collections::{BTreeMap, HashMap};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tonic::{Code, Status, Streaming};
 
 /// Revisions read from the window per watcher per pass; etcd batches an unsynced watcher's
@@ -28,8 +28,8 @@ pub(super) struct Stream {
     out: Out,
     watchers: BTreeMap<i64, Watcher>,
     /// Watchers with an upstream watch of their own.
-    dedicated: HashMap<i64, (JoinHandle<()>, Option<Tenancy>)>,
-    dedicated_tx: mpsc::Sender<(i64, WatchResponse)>,
+    dedicated: HashMap<i64, Dedicated>,
+    dedicated_tx: mpsc::Sender<(i64, Report)>,
     next_id: i64,
     /// A WatchProgressRequest waits for every watcher to be synced.
     progress_owed: bool,
@@ -85,7 +85,7 @@ impl Stream {
                     Err(status) => Err(Ended::Failed(crate::errors::etcd_decode_error(&status).unwrap_or(status))),
                 },
                 Ok(()) = revision.changed() => stream.deliver().await,
-                Some((id, resp)) = dedicated_rx.recv() => stream.relay_dedicated(id, resp).await,
+                Some((id, report)) = dedicated_rx.recv() => stream.relay_dedicated(id, report).await,
                 _ = progress.tick() => stream.periodic_progress().await,
             };
             if let Err(ended) = step {
@@ -103,10 +103,9 @@ impl Stream {
         timer.finish(code);
         hub.metrics.streams.dec();
         hub.metrics.watchers.sub(stream.watchers.len() as i64);
-        for (_, (task, _)) in stream.dedicated.drain() {
-            task.abort();
-            hub.metrics.upstream_streams.dec();
-        }
+        hub.metrics
+            .upstream_streams
+            .sub(stream.dedicated.len() as i64);
     }
 
     async fn send(&self, resp: WatchResponse) -> Result<(), Ended> {
@@ -225,23 +224,6 @@ impl Stream {
         }
     }
 
-    fn create_dedicated(
-        &mut self,
-        id: i64,
-        create: WatchCreateRequest,
-        tenancy: Option<Tenancy>,
-    ) -> Result<(), Ended> {
-        let task = tokio::spawn(dedicated::run(
-            self.hub.pool.clone(),
-            id,
-            create,
-            self.dedicated_tx.clone(),
-        ));
-        self.dedicated.insert(id, (task, tenancy));
-        self.hub.metrics.upstream_streams.inc();
-        Ok(())
-    }
-
     fn free_id(&mut self) -> i64 {
         while self.watchers.contains_key(&self.next_id)
             || self.dedicated.contains_key(&self.next_id)
@@ -255,8 +237,7 @@ impl Stream {
     async fn cancel(&mut self, id: i64) -> Result<(), Ended> {
         if self.watchers.remove(&id).is_some() {
             self.hub.metrics.watchers.dec();
-        } else if let Some((task, _)) = self.dedicated.remove(&id) {
-            task.abort();
+        } else if self.dedicated.remove(&id).is_some() {
             self.hub.metrics.upstream_streams.dec();
         } else {
             // etcd answers nothing for an id it doesn't know.
@@ -272,24 +253,9 @@ impl Stream {
         .await
     }
 
-    async fn relay_dedicated(&mut self, id: i64, mut resp: WatchResponse) -> Result<(), Ended> {
-        let Some((_, tenancy)) = self.dedicated.get(&id) else {
-            return Ok(()); // canceled meanwhile
-        };
-        if let Some((ns, _)) = tenancy {
-            if let Err(status) = resp.strip(ns) {
-                return Err(Ended::Failed(status));
-            }
-        }
-        if resp.canceled {
-            self.dedicated.remove(&id);
-            self.hub.metrics.upstream_streams.dec();
-        }
-        self.send(resp).await
-    }
-
     /// Sends every hub watcher the events it is owed, up to the mirror's revision.
     async fn deliver(&mut self) -> Result<(), Ended> {
+        self.hand_over_ready();
         let current = self.hub.mirror.revision();
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
@@ -352,7 +318,14 @@ impl Stream {
                 }
             }
         }
-        if self.progress_owed && self.watchers.values().all(|w| w.next > current) {
+        let mut synced = self.watchers.values().all(|w| w.next > current);
+        if self.progress_owed {
+            // Every dedicated watcher is asked, so none waits on another's answer.
+            for watch in self.dedicated.values_mut() {
+                synced &= watch.synced_at(current);
+            }
+        }
+        if self.progress_owed && synced {
             self.progress_owed = false;
             self.hub.metrics.progress_sent.inc();
             let header = Some(self.hub.mirror.header(current));

@@ -1,0 +1,93 @@
+//! The stream's watchers on an upstream watch of their own: relaying what etcd sends them, and
+//! handing each over to the hub once it has caught up with the event window.
+
+use super::{Ended, Stream};
+use crate::namespace::Strip;
+use crate::watch::dedicated::{Dedicated, Report};
+use crate::watch::watcher::{Tenancy, Watcher};
+use keygate_proto::etcdserverpb::WatchCreateRequest;
+
+impl Stream {
+    pub(super) fn create_dedicated(
+        &mut self,
+        id: i64,
+        create: WatchCreateRequest,
+        tenancy: Option<Tenancy>,
+    ) -> Result<(), Ended> {
+        let pool = self.hub.pool.clone();
+        let watch = Dedicated::spawn(pool, id, create, tenancy, self.dedicated_tx.clone());
+        self.dedicated.insert(id, watch);
+        self.hub.metrics.upstream_streams.inc();
+        Ok(())
+    }
+
+    pub(super) async fn relay_dedicated(&mut self, id: i64, report: Report) -> Result<(), Ended> {
+        let Some(watch) = self.dedicated.get_mut(&id) else {
+            return Ok(()); // canceled or handed over meanwhile
+        };
+        if let Some(mut resp) = watch.note(report) {
+            if let Some((ns, _)) = &watch.tenancy {
+                if let Err(status) = resp.strip(ns) {
+                    return Err(Ended::Failed(status));
+                }
+            }
+            if resp.canceled {
+                self.dedicated.remove(&id);
+                self.hub.metrics.upstream_streams.dec();
+            }
+            self.send(resp).await?;
+        }
+        let current = self.hub.mirror.revision();
+        let movable =
+            (self.dedicated.get(&id)).is_some_and(|w| w.handover_point(current).is_some());
+        if movable || self.progress_owed {
+            self.deliver().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands over every dedicated watcher that can move to the hub now.
+    pub(super) fn hand_over_ready(&mut self) {
+        if self.dedicated.is_empty() {
+            return;
+        }
+        let current = self.hub.mirror.revision();
+        let ready: Vec<i64> = (self.dedicated.iter())
+            .filter(|(_, w)| w.handover_point(current).is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            self.hand_over(id);
+        }
+    }
+
+    /// Moves a dedicated watcher to the hub once it has been sent every event before a
+    /// revision the event window still holds (and the mirror has reached): its upstream watch
+    /// ends.
+    fn hand_over(&mut self, id: i64) {
+        let current = self.hub.mirror.revision();
+        let Some(next) = self
+            .dedicated
+            .get(&id)
+            .and_then(|w| w.handover_point(current))
+        else {
+            return;
+        };
+        if !self.hub.mirror.serving() || self.hub.mirror.events_since(next, 0).is_err() {
+            return;
+        }
+        let Some(mut dedicated) = self.dedicated.remove(&id) else {
+            return;
+        };
+        let Ok(mut watcher) = Watcher::new(id, &dedicated.create, next, current) else {
+            return; // its range was checked when it was created
+        };
+        watcher.tenancy = dedicated.tenancy.take();
+        // A synced watcher's events, one revision per response, as etcd sends them.
+        watcher.catching_up = false;
+        self.watchers.insert(id, watcher);
+        self.hub.metrics.upstream_streams.dec();
+        self.hub.metrics.watchers.inc();
+        self.hub.metrics.handovers.inc();
+    }
+}
