@@ -349,7 +349,8 @@ async fn conformance(backfill: usize) -> Result<()> {
 
 /// etcd's periodic progress notifications skip a watcher that was sent events since the last
 /// one (the events said as much); a quiet watcher on the same stream still gets them. Both
-/// sides watch the same cluster while one key is written every 40 ms.
+/// sides watch the same cluster while one key is written every 20 ms (a put slower than 180 ms
+/// leaves an interval without events, hence the small allowance).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_progress_skips_watchers_sent_events() -> Result<()> {
     std::env::set_var("ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", "200ms");
@@ -372,14 +373,14 @@ async fn periodic_progress_skips_watchers_sent_events() -> Result<()> {
         streams.push(stream);
     }
     let writes = tokio::spawn(async move {
-        for i in 0..50 {
+        for i in 0..90 {
             let put = keygate_proto::etcdserverpb::PutRequest {
                 key: b("busy"),
                 value: Bytes::from(i.to_string()),
                 ..Default::default()
             };
             via.kv.put(put).await?;
-            tokio::time::sleep(Duration::from_millis(40)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         anyhow::Ok(())
     });
@@ -404,7 +405,7 @@ async fn periodic_progress_skips_watchers_sent_events() -> Result<()> {
     let (on_etcd, on_keygate) = tokio::join!(tally(direct_stream), tally(via_stream));
     let mut failures = Vec::new();
     for (side, (busy, quiet)) in [("etcd", on_etcd), ("keygate", on_keygate)] {
-        if busy.0 < 30 || busy.1 > 2 || quiet.1 < 4 {
+        if busy.0 < 10 || busy.1 > 3 || quiet.1 < 4 {
             failures.push(format!(
                 "{side}: busy watcher {} events, {} progress notifications; quiet watcher {} \
                  notifications (expected few for the busy one, several for the quiet one)",
