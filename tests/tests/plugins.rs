@@ -138,6 +138,18 @@ async fn tenants_and_read_only_identities_through_etcdctl() -> Result<()> {
     );
     // An unknown identity gets nothing.
     mallory.denied(&["get", "/tenants/alice/a"]).await?;
+    // A large LIST root has just read twice (the second from the mirror's LIST cache) is still
+    // put to the authorizers for everyone else.
+    let big = "x".repeat(5000);
+    root.ok(&["put", "/tenants/bob/big", &big]).await?;
+    for _ in 0..2 {
+        ensure!(root
+            .ok(&["get", "--prefix", "/tenants/"])
+            .await?
+            .contains(&big));
+    }
+    mallory.denied(&["get", "--prefix", "/tenants/"]).await?;
+    alice.denied(&["get", "--prefix", "/tenants/"]).await?;
 
     // A watch outside the prefix is refused as etcd refuses it; inside, it works.
     let mut denied = alice

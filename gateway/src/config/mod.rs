@@ -172,6 +172,8 @@ pub struct MirrorConfig {
     pub window_revisions: usize,
     /// Memory budget of that event window, in bytes.
     pub window_bytes: usize,
+    /// Byte budget of encoded answers of large LISTs kept for reads of the same revision; 0: none.
+    pub list_cache_bytes: u64,
     /// After each list, how many revisions before it are read from etcd into the event window,
     /// so watches resumed from before keygate started are served from it.
     pub backfill_revisions: usize,
@@ -188,6 +190,7 @@ impl Default for MirrorConfig {
             max_staleness_ms: 5000,
             window_revisions: 100_000,
             window_bytes: 64 << 20,
+            list_cache_bytes: 64 << 20,
             backfill_revisions: 10_000,
         }
     }

@@ -17,6 +17,9 @@ pub struct MirrorMetrics {
     pub barrier_batch: Histogram,
     pub relists: IntCounter,
     pub events: IntCounter,
+    /// LIST answers from the cache of encoded answers, and those encoded afresh.
+    pub list_cache: IntCounterVec,
+    pub list_cache_bytes: IntGauge,
 }
 
 impl MirrorMetrics {
@@ -76,6 +79,20 @@ impl MirrorMetrics {
             events: counter(
                 "keygate_mirror_events_total",
                 "Watch events applied to the mirror.",
+            )?,
+            list_cache: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "keygate_mirror_list_cache_total",
+                        "Mirror-served ranges looked up in the cache of encoded LIST answers, by result.",
+                    ),
+                    &["result"],
+                )?,
+            )?,
+            list_cache_bytes: gauge(
+                "keygate_mirror_list_cache_bytes",
+                "Bytes of encoded LIST answers cached (approximate).",
             )?,
         })
     }

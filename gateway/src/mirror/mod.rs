@@ -2,8 +2,10 @@
 //! requests the way etcd would, without a round trip for serializable reads and with one
 //! shared round trip for linearizable ones. Whatever it cannot answer exactly is forwarded.
 
+mod answer;
 mod backfill;
 mod barrier;
+mod cache;
 mod coverage;
 mod range;
 mod store;
@@ -11,6 +13,7 @@ mod sync;
 mod usage;
 mod window;
 
+pub use answer::RangeAnswer;
 pub use coverage::Coverage;
 pub use usage::{Counted, Usage};
 pub use window::{FellBehind, RevisionEvents};
@@ -20,8 +23,11 @@ use crate::metrics::MirrorMetrics;
 use crate::revision::SeenRevision;
 use crate::upstream::Pool;
 use barrier::Barrier;
-use keygate_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use bytes::Bytes;
+use cache::ListCache;
+use keygate_proto::etcdserverpb::{RangeRequest, ResponseHeader};
 use keygate_proto::mvccpb::Event;
+use prost::Message;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -68,6 +74,8 @@ struct Shared {
     config: MirrorConfig,
     /// The keys the mirror holds.
     coverage: Coverage,
+    /// Encoded answers of large LISTs, when configured.
+    lists: Option<ListCache>,
     metrics: MirrorMetrics,
     store: RwLock<Store>,
     /// Recent events, for watchers.
@@ -93,6 +101,7 @@ impl Mirror {
         let shared = Arc::new(Shared {
             config: config.clone(),
             coverage: Coverage::new(&config.prefixes),
+            lists: ListCache::new(config.list_cache_bytes),
             metrics: metrics.clone(),
             store: RwLock::new(Store::default()),
             window: RwLock::new(Window::new(config.window_revisions, config.window_bytes)),
@@ -116,8 +125,9 @@ impl Mirror {
         tokio::spawn(sync::run(self.shared.clone(), pool));
     }
 
-    /// etcd's answer to `req`, from the mirror, or why the mirror declined.
-    pub async fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Declined> {
+    /// etcd's answer to `req`, from the mirror, or why the mirror declined; `encoded` asks for
+    /// the answer as bytes (from the LIST cache when it holds them).
+    pub async fn range(&self, req: &RangeRequest, encoded: bool) -> Result<RangeAnswer, Declined> {
         if !self.shared.serving() {
             return Err(Declined::NotServing);
         }
@@ -141,12 +151,43 @@ impl Mirror {
             .metrics
             .lag
             .set(self.seen.get() - store.revision());
-        let resp = range::evaluate(&store, req, self.shared.header(store.revision()))
-            .ok_or(Declined::Options)?;
-        drop(store);
-        self.seen
-            .observe(resp.header.as_ref().map_or(0, |h| h.revision));
-        Ok(resp)
+        let header = self.shared.header(store.revision());
+        let revision = header.revision;
+        let answer = match (&self.shared.lists, encoded) {
+            (_, false) => {
+                RangeAnswer::Decoded(range::evaluate(&store, req, header).ok_or(Declined::Options)?)
+            }
+            (None, true) => {
+                let resp = range::evaluate(&store, req, header).ok_or(Declined::Options)?;
+                drop(store);
+                RangeAnswer::Encoded {
+                    bytes: resp.encode_to_vec().into(),
+                    revision,
+                }
+            }
+            (Some(lists), true) => {
+                let slot = ListCache::slot(req, &header);
+                let cacheable = slot.cacheable();
+                let cached = lists.get(&slot);
+                let hit = cached.is_some();
+                let bytes = match cached {
+                    Some(bytes) => bytes,
+                    None => {
+                        let resp = range::evaluate(&store, req, header).ok_or(Declined::Options)?;
+                        drop(store);
+                        let bytes: Bytes = resp.encode_to_vec().into();
+                        lists.put(slot, &bytes);
+                        bytes
+                    }
+                };
+                if cacheable {
+                    self.shared.note_list(lists, hit);
+                }
+                RangeAnswer::Encoded { bytes, revision }
+            }
+        };
+        self.seen.observe(revision);
+        Ok(answer)
     }
 }
 
@@ -289,6 +330,13 @@ impl Shared {
         self.metrics.revision.set(revision);
         self.revision.send_replace(revision);
         fits
+    }
+
+    /// Counts a lookup in the LIST cache.
+    fn note_list(&self, lists: &ListCache, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.metrics.list_cache.with_label_values(&[result]).inc();
+        self.metrics.list_cache_bytes.set(lists.bytes() as i64);
     }
 
     fn publish_size(&self, store: &Store) {

@@ -261,3 +261,51 @@ mod tests {
         assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
     }
 }
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use bytes::Bytes;
+    use prost::Message;
+
+    /// What a 100-key LIST costs the mirror: evaluation, and encoding the answer.
+    #[test]
+    #[ignore]
+    fn list_cost() {
+        let kvs = (0..1000).map(|i| KeyValue {
+            key: Bytes::from(format!("bench/{:02}/{i:06}", i / 100)),
+            value: Bytes::from(vec![b'v'; 256]),
+            create_revision: i + 2,
+            mod_revision: i + 2,
+            version: 1,
+            lease: 0,
+        });
+        let store = Store::from_list(kvs, 1002);
+        let req = RangeRequest {
+            key: Bytes::from_static(b"bench/05/"),
+            range_end: Bytes::from_static(b"bench/050"),
+            serializable: true,
+            ..Default::default()
+        };
+        let n = 20_000;
+        let t = std::time::Instant::now();
+        let mut total = 0;
+        for _ in 0..n {
+            let resp = evaluate(&store, &req, ResponseHeader::default()).expect("servable");
+            total += resp.kvs.len();
+        }
+        let eval = t.elapsed() / n;
+        let resp = evaluate(&store, &req, ResponseHeader::default()).expect("servable");
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            total += resp.encode_to_vec().len();
+        }
+        let encode = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            total += resp.clone().kvs.len();
+        }
+        let clone = t.elapsed() / n;
+        eprintln!("evaluate {eval:?}, encode {encode:?}, clone {clone:?} ({total})");
+    }
+}

@@ -15,7 +15,7 @@ use crate::identity::{ConnectionInfo, Identifier, Identity};
 use crate::lease::LeaseHub;
 use crate::method::{self, Method};
 use crate::metrics::{Metrics, RpcTimer};
-use crate::mirror::{Declined, Mirror};
+use crate::mirror::{Declined, Mirror, RangeAnswer};
 use crate::namespace::{Confine, Namespace, Strip};
 use crate::policy::audit::{self, Audit, Pending};
 use crate::policy::Policy;
@@ -249,16 +249,32 @@ impl Gateway {
     /// allows, else from etcd.
     pub async fn range(
         &self,
-        mut request: Request<RangeRequest>,
+        request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let (metadata, answer, extensions) = self.range_answer(request, false).await?.into_parts();
+        Ok(Response::from_parts(
+            metadata,
+            answer.decoded()?,
+            extensions,
+        ))
+    }
+
+    /// Range, with the mirror's answer as encoded bytes when `encoded` (and the caller is in
+    /// no namespace, whose answers are rewritten): the direct gRPC path sends them as they are.
+    pub async fn range_answer(
+        &self,
+        mut request: Request<RangeRequest>,
+        encoded: bool,
+    ) -> Result<Response<RangeAnswer>, Status> {
         let admitted = self.begin(&method::RANGE, &mut request).await?;
+        let encoded = encoded && admitted.tenant.is_none();
         let mut served_by = "upstream";
         let consistency = if request.get_ref().serializable {
             "serializable"
         } else {
             "linearizable"
         };
-        let result = match self.read_from_mirror(&request).await {
+        let result = match self.read_from_mirror(&request, encoded).await {
             Ok(response) => {
                 self.metrics
                     .mirror
@@ -282,6 +298,7 @@ impl Gateway {
                         .await
                 })
                 .await
+                .map(|response| response.map(RangeAnswer::Decoded))
             }
         };
         let result = respond(&admitted, &method::RANGE, result);
@@ -331,12 +348,13 @@ impl Gateway {
     async fn read_from_mirror(
         &self,
         request: &Request<RangeRequest>,
-    ) -> Result<RangeResponse, Declined> {
+        encoded: bool,
+    ) -> Result<RangeAnswer, Declined> {
         let mirror = self.mirror.as_ref().ok_or(Declined::NotServing)?;
         if carries_credentials(request) {
             return Err(Declined::Credentials);
         }
-        mirror.range(request.get_ref()).await
+        mirror.range(request.get_ref(), encoded).await
     }
 
     /// Sends the request to a member; when the member fails in a way that makes a retry safe,

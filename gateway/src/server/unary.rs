@@ -41,7 +41,7 @@ impl DirectKv {
     pub async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, NotServed> {
         let kv = &self.kv;
         match req.uri().path() {
-            "/etcdserverpb.KV/Range" => self.call(req, |r| kv.range(r)).await,
+            "/etcdserverpb.KV/Range" => self.call(req, |r| kv.range_answer(r)).await,
             "/etcdserverpb.KV/Put" => self.call(req, |r| kv.put(r)).await,
             "/etcdserverpb.KV/DeleteRange" => self.call(req, |r| kv.delete_range(r)).await,
             "/etcdserverpb.KV/Txn" => self.call(req, |r| kv.txn(r)).await,

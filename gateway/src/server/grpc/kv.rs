@@ -15,6 +15,16 @@ pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> KvServer<KvService> {
     KvServer::new(KvService(gw.clone())).max_decoding_message_size(max_recv)
 }
 
+impl KvService {
+    /// Range with the mirror's answer left encoded, for the direct gRPC path.
+    pub async fn range_answer(
+        &self,
+        r: Request<RangeRequest>,
+    ) -> Result<Response<crate::mirror::RangeAnswer>, Status> {
+        self.0.range_answer(r, true).await
+    }
+}
+
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, r: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
