@@ -125,8 +125,8 @@ impl Mirror {
         tokio::spawn(sync::run(self.shared.clone(), pool));
     }
 
-    /// etcd's answer to `req`, from the mirror, or why the mirror declined; `encoded` asks for
-    /// the answer as bytes (from the LIST cache when it holds them).
+    /// etcd's answer to `req`, from the mirror, or why the mirror declined; with `encoded`, a
+    /// LIST's answer comes as bytes, from the LIST cache when it holds them.
     pub async fn range(&self, req: &RangeRequest, encoded: bool) -> Result<RangeAnswer, Declined> {
         if !self.shared.serving() {
             return Err(Declined::NotServing);
@@ -153,38 +153,29 @@ impl Mirror {
             .set(self.seen.get() - store.revision());
         let header = self.shared.header(store.revision());
         let revision = header.revision;
-        let answer = match (&self.shared.lists, encoded) {
-            (_, false) => {
-                RangeAnswer::Decoded(range::evaluate(&store, req, header).ok_or(Declined::Options)?)
-            }
-            (None, true) => {
-                let resp = range::evaluate(&store, req, header).ok_or(Declined::Options)?;
-                drop(store);
-                RangeAnswer::Encoded {
-                    bytes: resp.encode_to_vec().into(),
-                    revision,
-                }
-            }
-            (Some(lists), true) => {
-                let slot = ListCache::slot(req, &header);
-                let cacheable = slot.cacheable();
+        let lists = self.shared.lists.as_ref().filter(|_| encoded);
+        let slot = lists.map(|_| ListCache::slot(req, &header));
+        let answer = match (lists, slot) {
+            (Some(lists), Some(slot)) if slot.cacheable() => {
                 let cached = lists.get(&slot);
-                let hit = cached.is_some();
+                self.shared.note_list(lists, cached.is_some());
                 let bytes = match cached {
                     Some(bytes) => bytes,
                     None => {
-                        let resp = range::evaluate(&store, req, header).ok_or(Declined::Options)?;
+                        let resp =
+                            range::evaluate(&store, req, header).ok_or(Declined::Options)?;
                         drop(store);
                         let bytes: Bytes = resp.encode_to_vec().into();
                         lists.put(slot, &bytes);
                         bytes
                     }
                 };
-                if cacheable {
-                    self.shared.note_list(lists, hit);
-                }
                 RangeAnswer::Encoded { bytes, revision }
             }
+            // Single keys and counts: encoded once, where they are sent.
+            _ => RangeAnswer::Decoded(
+                range::evaluate(&store, req, header).ok_or(Declined::Options)?,
+            ),
         };
         self.seen.observe(revision);
         Ok(answer)
