@@ -146,6 +146,14 @@ async fn conformance(backfill: usize) -> Result<()> {
     let config = write_config(dir.path(), backfill).await?;
     let keygate = Keygate::start(&backend.client_urls(), &["--config", &config]).await?;
     wait_serving(&keygate).await?;
+    if backfill > 0 {
+        // The history comes in beside the serving mirror.
+        poll_until(T, "the event window backfilled", || async {
+            let oldest = metric(keygate.addr(), "keygate_mirror_window_oldest_revision").await?;
+            Ok(oldest > 0.0 && oldest <= before_rev as f64)
+        })
+        .await?;
+    }
     let mut via = keygate.clients().await?;
 
     // Inside the window: written after keygate started.

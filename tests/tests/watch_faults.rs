@@ -306,6 +306,12 @@ async fn a_watch_resumed_across_a_keygate_restart_is_served_by_the_hub() -> Resu
 
     let second = Keygate::start(&cluster.client_urls(), &[]).await?;
     wait_serving(&second).await?;
+    // The history comes in beside the serving mirror.
+    keygate_tests::process::poll_until(T, "the event window backfilled", || async {
+        let oldest = metric(second.addr(), "keygate_mirror_window_oldest_revision").await?;
+        Ok(oldest > 0.0 && oldest <= (seen + 1) as f64)
+    })
+    .await?;
     let resume = keygate_proto::etcdserverpb::WatchCreateRequest {
         prev_kv: true,
         ..prefix_watch("r/", seen + 1)

@@ -20,6 +20,8 @@ pub struct MirrorMetrics {
     /// LIST answers from the cache of encoded answers, and those encoded afresh.
     pub list_cache: IntCounterVec,
     pub list_cache_bytes: IntGauge,
+    /// The oldest revision a watch can start from on the hub.
+    pub window_oldest: IntGauge,
 }
 
 impl MirrorMetrics {
@@ -89,6 +91,10 @@ impl MirrorMetrics {
                     ),
                     &["result"],
                 )?,
+            )?,
+            window_oldest: gauge(
+                "keygate_mirror_window_oldest_revision",
+                "The oldest revision the event window holds: watches from it on are served by the hub.",
             )?,
             list_cache_bytes: gauge(
                 "keygate_mirror_list_cache_bytes",

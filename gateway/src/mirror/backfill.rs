@@ -1,7 +1,9 @@
 //! Backfill: after listing at revision R, the event window is filled with etcd's events of the
 //! revisions just before R (`mirror.backfill_revisions`), so that a watch resumed from a
 //! revision a client saw before keygate started — kube-apiserver's watches after a keygate
-//! restart — is served by the hub instead of an upstream watch of its own.
+//! restart — is served by the hub instead of an upstream watch of its own. It runs beside the
+//! mirror, which serves as soon as the list is in; a watch that arrives before the history does
+//! starts on an upstream watch of its own and moves to the hub once it has caught up.
 
 use super::window::Window;
 use super::Shared;
@@ -9,16 +11,42 @@ use crate::upstream::Pool;
 use bytes::Bytes;
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
 use keygate_proto::etcdserverpb::{watch_client::WatchClient, WatchCreateRequest, WatchRequest};
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::Request;
 
 /// How long a backfill may take before keygate gives up on it and starts without history.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A window holding etcd's events of the revisions up to `revision` (as many as configured,
-/// and as etcd has not compacted), with etcd's prev_kv; `None` when none are configured or
-/// etcd could not send them in time.
-pub(super) async fn window(shared: &Shared, pool: &Pool, revision: i64) -> Option<Window> {
+/// Reads etcd's events of the revisions up to `revision` (as many as configured, and as etcd
+/// has not compacted), with etcd's prev_kv, and puts them in front of the event window — which
+/// the mirror has served from since it was reset at `revision` — if it still starts there.
+pub(super) async fn run(shared: Arc<Shared>, pool: Pool, revision: i64) {
+    let Some(older) = window(&shared, &pool, revision).await else {
+        return;
+    };
+    let from = older.oldest();
+    let joined = match shared.window.write() {
+        Ok(mut window) => {
+            let joined = window.prepend(older, revision);
+            shared.metrics.window_oldest.set(window.oldest());
+            joined
+        }
+        Err(_) => false,
+    };
+    if joined {
+        tracing::info!(from, to = revision, "mirror event window backfilled");
+    } else {
+        tracing::info!(
+            revision,
+            "mirror backfill dropped: the mirror was reloaded meanwhile"
+        );
+    }
+}
+
+/// A window of etcd's events up to `revision`; `None` when none are configured or etcd could
+/// not send them in time.
+async fn window(shared: &Shared, pool: &Pool, revision: i64) -> Option<Window> {
     // The window holds no more than window_revisions.
     let wanted = shared
         .config
@@ -30,14 +58,7 @@ pub(super) async fn window(shared: &Shared, pool: &Pool, revision: i64) -> Optio
     }
     let start = (revision - wanted + 1).max(2);
     match tokio::time::timeout(DEADLINE, fill(shared, pool, start, revision)).await {
-        Ok(Ok(window)) => {
-            tracing::info!(
-                from = window.oldest(),
-                to = revision,
-                "mirror event window backfilled"
-            );
-            Some(window)
-        }
+        Ok(Ok(window)) => Some(window),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "mirror backfill failed; the event window starts empty");
             None

@@ -162,8 +162,7 @@ impl Mirror {
                 let bytes = match cached {
                     Some(bytes) => bytes,
                     None => {
-                        let resp =
-                            range::evaluate(&store, req, header).ok_or(Declined::Options)?;
+                        let resp = range::evaluate(&store, req, header).ok_or(Declined::Options)?;
                         drop(store);
                         let bytes: Bytes = resp.encode_to_vec().into();
                         lists.put(slot, &bytes);
@@ -173,9 +172,9 @@ impl Mirror {
                 RangeAnswer::Encoded { bytes, revision }
             }
             // Single keys and counts: encoded once, where they are sent.
-            _ => RangeAnswer::Decoded(
-                range::evaluate(&store, req, header).ok_or(Declined::Options)?,
-            ),
+            _ => {
+                RangeAnswer::Decoded(range::evaluate(&store, req, header).ok_or(Declined::Options)?)
+            }
         };
         self.seen.observe(revision);
         Ok(answer)
@@ -278,18 +277,14 @@ impl Shared {
             .fetch_max(header.raft_term, Ordering::Relaxed);
     }
 
-    /// Installs a freshly listed store, with the events of the revisions before it when they
-    /// were backfilled.
-    fn replace(&self, store: Store, backfilled: Option<Window>) {
+    fn replace(&self, store: Store) {
         let revision = store.revision();
         self.publish_size(&store);
         if let Ok(mut current) = self.store.write() {
             *current = store;
             if let Ok(mut window) = self.window.write() {
-                match backfilled {
-                    Some(backfilled) => *window = backfilled,
-                    None => window.reset(revision),
-                }
+                window.reset(revision);
+                self.metrics.window_oldest.set(window.oldest());
             }
         }
         self.loaded.store(true, Ordering::Release);
@@ -313,6 +308,7 @@ impl Shared {
         let prev = store.apply(events, revision, &self.coverage);
         if let Ok(mut window) = self.window.write() {
             window.push(events, prev);
+            self.metrics.window_oldest.set(window.oldest());
         }
         let fits = store.bytes() <= self.config.max_bytes;
         self.publish_size(&store);

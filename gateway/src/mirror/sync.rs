@@ -50,8 +50,9 @@ pub(super) async fn run(shared: Arc<Shared>, pool: Pool) {
             keys = store.len(),
             "mirror loaded"
         );
-        let backfilled = super::backfill::window(&shared, &pool, store.revision()).await;
-        shared.replace(store, backfilled);
+        let revision = store.revision();
+        shared.replace(store);
+        tokio::spawn(super::backfill::run(shared.clone(), pool.clone(), revision));
         loop {
             match watch(&shared, &pool).await {
                 End::Compacted => {

@@ -72,6 +72,27 @@ impl Window {
             }
             self.bytes += size;
         }
+        self.trim();
+    }
+
+    /// Puts `older` — etcd's events of the revisions up to `through`, read after this window
+    /// was reset at `through` — in front of this window's, as far as the bounds allow. False
+    /// (nothing changes) when this window no longer starts right after `through`.
+    pub fn prepend(&mut self, older: Window, through: i64) -> bool {
+        if self.oldest != through + 1 || older.oldest > self.oldest {
+            return false;
+        }
+        let mut revisions = older.revisions;
+        revisions.extend(self.revisions.drain(..));
+        self.revisions = revisions;
+        self.bytes += older.bytes;
+        self.oldest = older.oldest;
+        self.trim();
+        true
+    }
+
+    /// Drops the oldest revisions past the bounds.
+    fn trim(&mut self) {
         while self.revisions.len() > self.max_revisions
             || self.bytes > self.max_bytes && self.revisions.len() > 1
         {
@@ -153,5 +174,34 @@ mod tests {
         assert_eq!(w.oldest(), 3);
         assert_eq!(w.since(2, 10).err(), Some(FellBehind { oldest: 3 }));
         assert_eq!(w.since(3, 10).expect("kept").len(), 2);
+    }
+
+    #[test]
+    fn older_events_join_in_front_only_where_they_meet() {
+        let mut w = Window::new(3, usize::MAX);
+        w.reset(4);
+        w.push(&[put("a", 5)], vec![None]);
+        let mut older = Window::new(3, usize::MAX);
+        older.reset(1);
+        for rev in 2..=4 {
+            older.push(&[put("b", rev)], vec![None]);
+        }
+        assert!(w.prepend(older, 4));
+        assert_eq!(w.oldest(), 3, "trimmed to 3 revisions, the oldest dropped");
+        assert_eq!(
+            w.since(3, 10)
+                .expect("kept")
+                .iter()
+                .map(|r| r.revision)
+                .collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        let mut reset = Window::new(10, usize::MAX);
+        reset.reset(9);
+        let stale = Window::new(10, usize::MAX);
+        assert!(
+            !reset.prepend(stale, 4),
+            "reset at 9 since: the history would leave a gap"
+        );
     }
 }
