@@ -83,6 +83,8 @@ struct Shared {
     /// The store's revision, for readers waiting on it.
     revision: watch::Sender<i64>,
     loaded: AtomicBool,
+    /// Set once the first list is in, or has failed for good (over budget).
+    started: AtomicBool,
     auth_enabled: AtomicBool,
     /// When the upstream watch was lost (None while connected).
     disconnected_since: Mutex<Option<Instant>>,
@@ -107,6 +109,7 @@ impl Mirror {
             window: RwLock::new(Window::new(config.window_revisions, config.window_bytes)),
             revision: watch::channel(0).0,
             loaded: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             auth_enabled: AtomicBool::new(true),
             disconnected_since: Mutex::new(Some(Instant::now())),
             cluster_id: AtomicU64::new(0),
@@ -186,6 +189,15 @@ impl Mirror {
     /// True while the mirror follows etcd closely enough to serve reads and watches.
     pub fn serving(&self) -> bool {
         self.shared.serving()
+    }
+
+    /// Waits, up to `bound`, while the mirror is still loading its first list.
+    pub async fn started(&self, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        while !self.shared.started.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The mirror's revision, as it changes.
@@ -288,12 +300,14 @@ impl Shared {
             }
         }
         self.loaded.store(true, Ordering::Release);
+        self.started.store(true, Ordering::Release);
         self.revision.send_replace(revision);
         self.metrics.revision.set(revision);
     }
 
     fn clear(&self) {
         self.loaded.store(false, Ordering::Release);
+        self.started.store(true, Ordering::Release);
         self.metrics.serving.set(0);
         if let Ok(mut current) = self.store.write() {
             *current = Store::default();

@@ -26,8 +26,12 @@ impl Gateway {
             Request<ClientStream<WatchRequest>>,
         ) -> Upstream<WatchResponse>,
     ) -> Result<Response<RpcStream<WatchResponse>>, Status> {
-        let Some(hub) = (self.hub.as_ref()).filter(|h| h.ready() && !carries_credentials(&request))
-        else {
+        let hub = (self.hub.as_ref()).filter(|_| !carries_credentials(&request));
+        let ready = match hub {
+            Some(hub) => hub.ready().await,
+            None => false,
+        };
+        let Some(hub) = hub.filter(|_| ready) else {
             return (self.bidi_stream(&method::WATCH, request, open_upstream)).await;
         };
         let timer = self.metrics.grpc.start(&method::WATCH);
