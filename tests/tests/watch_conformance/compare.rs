@@ -58,6 +58,13 @@ pub fn by_id(resps: &[WatchResponse]) -> BTreeMap<i64, Vec<WatchResponse>> {
 }
 
 /// Compares two recorded streams watcher by watcher, response by response; the differences.
+///
+/// One allowance: a run of consecutive event responses on one side may equal a single
+/// response on the other carrying the same events. etcd batches several revisions into one
+/// response for a watcher it had to set aside (its stream's send buffer was full, as happens
+/// on a loaded machine), and so may keygate for a watcher it catches up from its window;
+/// which responses get batched depends on timing, not on the request. The events themselves,
+/// their order, and each response's header revision covering its events still must match.
 pub fn compare_exact(what: &str, etcd: &[WatchResponse], gw: &[WatchResponse]) -> Vec<String> {
     let (e, g) = (by_id(etcd), by_id(gw));
     let mut out = Vec::new();
@@ -66,20 +73,64 @@ pub fn compare_exact(what: &str, etcd: &[WatchResponse], gw: &[WatchResponse]) -
             e.get(id).cloned().unwrap_or_default(),
             g.get(id).cloned().unwrap_or_default(),
         );
-        if ev != gv {
-            let at = ev.iter().zip(&gv).position(|(a, b)| a != b);
-            let at = at.unwrap_or(ev.len().min(gv.len()));
+        if let Err((at_e, at_g)) = align(&ev, &gv) {
             out.push(format!(
                 "{what} watch id {id}: {} responses from etcd, {} from keygate; first \
-                 difference at #{at}:\n    etcd:    {}\n    keygate: {}",
+                 difference at #{at_e} / #{at_g}:\n    etcd:    {}\n    keygate: {}",
                 ev.len(),
                 gv.len(),
-                ev.get(at).map_or("<none>".into(), show),
-                gv.get(at).map_or("<none>".into(), show),
+                ev.get(at_e).map_or("<none>".into(), show),
+                gv.get(at_g).map_or("<none>".into(), show),
             ));
         }
     }
     out
+}
+
+/// A plain event response: one that batching may split or merge.
+fn mergeable(r: &WatchResponse) -> bool {
+    let last = r.events.last().and_then(|e| e.kv.as_ref());
+    !r.created
+        && !r.canceled
+        && !r.fragment
+        && r.compact_revision == 0
+        && last.is_some_and(|kv| revision(r) >= kv.mod_revision)
+}
+
+/// Walks both sides in step; where they differ, merges consecutive plain event responses on
+/// the side that has fewer events so far until both carry the same events. The positions of
+/// the first difference that merging cannot explain.
+fn align(e: &[WatchResponse], g: &[WatchResponse]) -> Result<(), (usize, usize)> {
+    let (mut i, mut j) = (0, 0);
+    while i < e.len() && j < g.len() {
+        if e[i] == g[j] {
+            (i, j) = (i + 1, j + 1);
+            continue;
+        }
+        let (at_e, at_g) = (i, j);
+        if !mergeable(&e[i]) || !mergeable(&g[j]) {
+            return Err((at_e, at_g));
+        }
+        let (mut ee, mut gg) = (e[i].events.clone(), g[j].events.clone());
+        (i, j) = (i + 1, j + 1);
+        while ee != gg {
+            if ee.len() < gg.len() && gg.starts_with(&ee) && e.get(i).is_some_and(mergeable) {
+                ee.extend(e[i].events.iter().cloned());
+                i += 1;
+            } else if gg.len() < ee.len() && ee.starts_with(&gg) && g.get(j).is_some_and(mergeable)
+            {
+                gg.extend(g[j].events.iter().cloned());
+                j += 1;
+            } else {
+                return Err((at_e, at_g));
+            }
+        }
+    }
+    if i == e.len() && j == g.len() {
+        Ok(())
+    } else {
+        Err((i, j))
+    }
 }
 
 /// The watch id each spec got: the created responses in order (no spec here is refused).
@@ -230,4 +281,45 @@ pub fn check_properties(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use keygate_proto::etcdserverpb::ResponseHeader;
+    use keygate_proto::mvccpb::KeyValue;
+
+    use super::*;
+
+    fn resp(header: i64, revs: &[i64]) -> WatchResponse {
+        WatchResponse {
+            header: Some(ResponseHeader {
+                revision: header,
+                ..Default::default()
+            }),
+            events: revs
+                .iter()
+                .map(|&r| Event {
+                    kv: Some(KeyValue {
+                        key: Bytes::from(format!("k{r}")),
+                        mod_revision: r,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn batching_is_allowed_and_nothing_else() {
+        let one_by_one = [resp(2, &[2]), resp(3, &[3]), resp(4, &[4])];
+        let batched = [resp(2, &[2]), resp(4, &[3, 4])];
+        assert_eq!(align(&one_by_one, &batched), Ok(()));
+        assert_eq!(align(&batched, &one_by_one), Ok(()));
+        // A missing event, an extra response, a header older than its events: not batching.
+        assert!(align(&one_by_one, &[resp(2, &[2]), resp(4, &[4])]).is_err());
+        assert!(align(&one_by_one[..2], &one_by_one).is_err());
+        assert!(align(&one_by_one, &[resp(2, &[2]), resp(3, &[3, 4])]).is_err());
+    }
 }
