@@ -28,6 +28,7 @@ step "scripts/build-plugins.sh (wasm32-wasip2)"
 bash scripts/build-plugins.sh
 
 check cargo fmt --all -- --check
+check cargo fmt --all --manifest-path plugins/Cargo.toml -- --check
 check cargo clippy --workspace --all-targets -- -D warnings
 
 # A failing test's own message first: errors returned by tests carry no backtrace (panics

@@ -131,6 +131,26 @@ fn faults_get_the_failure_policy_and_a_fresh_instance() {
 }
 
 #[test]
+fn an_init_that_never_returns_is_refused_at_its_time_limit() {
+    let engine = PluginEngine::new("").expect("engine");
+    let (_registry, metrics) = metrics();
+    let looping = PluginConfig {
+        init_timeout_ms: 200,
+        ..plugin_config("faulty.wasm", "loop_init = true")
+    };
+    let started = Instant::now();
+    match Plugin::load(&engine.engine, &looping, &metrics) {
+        Err(e) => assert!(e.to_string().contains("time limit reached"), "{e}"),
+        Ok(_) => panic!("an init that loops must refuse the plugin"),
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(190) && took < Duration::from_secs(5),
+        "refused after {took:?}: init_timeout_ms is 200"
+    );
+}
+
+#[test]
 fn init_errors_refuse_the_plugin() {
     let engine = PluginEngine::new("").expect("engine");
     let (_registry, metrics) = metrics();

@@ -43,7 +43,15 @@ pub struct AuditConfig {
     pub memory_mib: u64,
     /// Time limit of one batch call, in milliseconds.
     pub timeout_ms: u64,
+    /// Time limit of `init` (and of making the instance), in milliseconds.
+    pub init_timeout_ms: u64,
 }
+
+/// `init` parses configuration and builds tables once per instance; it is off the request
+/// path for a new version (loaded in the background) and rare on it (a fresh instance after a
+/// failure, or one more for a new concurrent caller), so it gets far more time than a call.
+/// A loop in it is still caught.
+const INIT_TIMEOUT_MS: u64 = 1000;
 
 impl Default for AuditConfig {
     fn default() -> Self {
@@ -57,6 +65,7 @@ impl Default for AuditConfig {
             on_full: "block".into(),
             memory_mib: 64,
             timeout_ms: 100,
+            init_timeout_ms: INIT_TIMEOUT_MS,
         }
     }
 }
@@ -86,6 +95,8 @@ pub struct PluginConfig {
     pub memory_mib: u64,
     /// Time limit of one call, in milliseconds.
     pub timeout_ms: u64,
+    /// Time limit of `init` (and of making the instance), in milliseconds.
+    pub init_timeout_ms: u64,
     /// What a request gets when the plugin traps, loops or runs out of memory: "deny" or
     /// "allow".
     pub on_failure: String,
@@ -101,6 +112,7 @@ impl Default for PluginConfig {
             config: toml::Table::new(),
             memory_mib: 16,
             timeout_ms: 10,
+            init_timeout_ms: INIT_TIMEOUT_MS,
             on_failure: "deny".into(),
             instances: 16,
         }

@@ -98,11 +98,14 @@ impl Config {
                     ),
                 ));
             }
-            if plugin.memory_mib == 0 || plugin.timeout_ms == 0 {
-                return Err(invalid(
-                    "plugins.authorizers.memory_mib",
-                    format!("{name}: memory_mib and timeout_ms must be greater than 0"),
-                ));
+            for (option, value) in [
+                ("plugins.authorizers.memory_mib", plugin.memory_mib),
+                ("plugins.authorizers.timeout_ms", plugin.timeout_ms),
+                ("plugins.authorizers.init_timeout_ms", plugin.init_timeout_ms),
+            ] {
+                if value == 0 {
+                    return Err(invalid(option, format!("{name}: must be greater than 0")));
+                }
             }
         }
         let audit = &self.plugins.audit;

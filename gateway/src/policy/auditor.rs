@@ -29,6 +29,8 @@ pub struct Auditor {
     config_json: String,
     memory_cap: usize,
     deadline_ticks: u64,
+    /// The time limit of making an instance and its `init`.
+    init_ticks: u64,
     metrics: PluginMetrics,
     instance: Option<(Store<HostState>, bindings::Auditor)>,
 }
@@ -60,6 +62,7 @@ impl Auditor {
             config_json,
             memory_cap: super::engine::memory_cap(config.memory_mib),
             deadline_ticks: config.timeout_ms.max(1),
+            init_ticks: config.init_timeout_ms.max(1),
             metrics: metrics.clone(),
             instance: None,
         };
@@ -81,7 +84,7 @@ impl Auditor {
             HostState::new(&self.name, &self.metrics, self.memory_cap),
         );
         store.limiter(|s| s);
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.set_epoch_deadline(self.init_ticks);
         let bindings = self
             .pre
             .instantiate(&mut store)

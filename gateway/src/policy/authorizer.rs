@@ -105,6 +105,8 @@ pub struct Plugin {
     config_json: String,
     memory_cap: usize,
     deadline_ticks: u64,
+    /// The time limit of making an instance and its `init`.
+    init_ticks: u64,
     pub fail_open: bool,
     idle: Mutex<Vec<Instance>>,
     max_idle: usize,
@@ -158,6 +160,7 @@ impl Plugin {
             config_json,
             memory_cap: super::engine::memory_cap(config.memory_mib),
             deadline_ticks: config.timeout_ms.max(1),
+            init_ticks: config.init_timeout_ms.max(1),
             fail_open: config.on_failure == "allow",
             idle: Mutex::new(Vec::new()),
             max_idle: config.instances.max(1),
@@ -190,7 +193,7 @@ impl Plugin {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.set_epoch_deadline(self.init_ticks);
         let bindings = self
             .pre
             .instantiate(&mut store)

@@ -64,9 +64,7 @@ pub mod auditor {
         default_bindings_module: "keygate_plugin_sdk::auditor",
     });
     pub use self::keygate::plugin::host::{count, log, Level};
-    pub use self::keygate::plugin::types::{
-        Access, Identity, IdentitySource, KeyRange, Request,
-    };
+    pub use self::keygate::plugin::types::{Access, Identity, IdentitySource, KeyRange, Request};
 }
 
 /// Parses the plugin's configuration (keygate passes the plugin's `config` table as JSON);

@@ -3,7 +3,9 @@
 //!
 //! Config: {"prefixes": ["/registry/secrets/"], "except": ["root"]}
 
-use keygate_plugin_sdk::authorizer::{count, deny, export_authorizer, Decision, Guest, Identity, Request};
+use keygate_plugin_sdk::authorizer::{
+    count, deny, export_authorizer, Decision, Guest, Identity, Request,
+};
 use keygate_plugin_sdk::{keys, parse_config, State};
 
 #[derive(serde::Deserialize, Default)]
@@ -37,7 +39,9 @@ impl Guest for DenyPrefix {
             for prefix in &config.prefixes {
                 if keys::overlaps(&range.key, &range.range_end, prefix.as_bytes()) {
                     count("denied", 1);
-                    return deny(format!("etcdserver: permission denied: {prefix} is protected"));
+                    return deny(format!(
+                        "etcdserver: permission denied: {prefix} is protected"
+                    ));
                 }
             }
         }

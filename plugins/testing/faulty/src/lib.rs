@@ -1,9 +1,11 @@
 //! A plugin that misbehaves on purpose, for keygate's fault tests. It allows everything,
 //! except a request whose first key starts with "loop" (spins forever), "panic" (panics),
 //! "oom" (allocates until the memory cap) or "deny" (denies). Config {"fail_init": "why"}
-//! makes init fail.
+//! makes init fail, {"loop_init": true} makes it spin forever.
 
-use keygate_plugin_sdk::authorizer::{deny, export_authorizer, log, Decision, Guest, Identity, Level, Request};
+use keygate_plugin_sdk::authorizer::{
+    deny, export_authorizer, log, Decision, Guest, Identity, Level, Request,
+};
 use keygate_plugin_sdk::{parse_config, State};
 
 #[derive(serde::Deserialize, Default)]
@@ -11,6 +13,7 @@ use keygate_plugin_sdk::{parse_config, State};
 #[serde(default)]
 struct Config {
     fail_init: Option<String>,
+    loop_init: bool,
 }
 
 static CONFIG: State<Config> = State::new();
@@ -23,12 +26,22 @@ impl Guest for Faulty {
         if let Some(why) = &config.fail_init {
             return Err(why.clone());
         }
+        if config.loop_init {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
         log(Level::Info, "faulty plugin ready");
         CONFIG.set(config)
     }
 
     fn authorize(_who: Identity, what: Request) -> Decision {
-        let key = what.ranges.first().map(|r| r.key.as_slice()).unwrap_or_default();
+        let key = what
+            .ranges
+            .first()
+            .map(|r| r.key.as_slice())
+            .unwrap_or_default();
         if key.starts_with(b"loop") {
             let mut n: u64 = 0;
             loop {
