@@ -101,7 +101,10 @@ impl Config {
             for (option, value) in [
                 ("plugins.authorizers.memory_mib", plugin.memory_mib),
                 ("plugins.authorizers.timeout_ms", plugin.timeout_ms),
-                ("plugins.authorizers.init_timeout_ms", plugin.init_timeout_ms),
+                (
+                    "plugins.authorizers.init_timeout_ms",
+                    plugin.init_timeout_ms,
+                ),
             ] {
                 if value == 0 {
                     return Err(invalid(option, format!("{name}: must be greater than 0")));
