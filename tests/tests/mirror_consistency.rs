@@ -306,3 +306,54 @@ async fn serializable_reads_give_read_your_writes_and_monotonic_reads() -> Resul
     );
     Ok(())
 }
+
+/// Linearizable reads share barriers, and a barrier does not wait for the one in flight: with
+/// etcd paused, the first barrier's round trip hangs, the reads after it gather into a second
+/// one that starts beside it, and the rest wait for a free slot (two round trips at most). Once
+/// etcd answers, every read is served by the mirror, after a handful of barriers in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_share_barriers_with_two_in_flight_at_most() -> Result<()> {
+    const READS: usize = 40;
+    let cluster = EtcdCluster::start(1).await?;
+    let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
+    wait_serving(&keygate, Duration::from_secs(15)).await?;
+    let mut c = keygate.clients().await?;
+    put(&mut c, "shared", "v").await?;
+    let barriers =
+        || keygate_tests::watch_record::metric(keygate.addr(), "keygate_mirror_barriers_total");
+    let (b0, before) = (barriers().await?, Reads::now(&keygate).await?);
+
+    cluster.pause(0)?;
+    let mut reads = Vec::new();
+    for i in 0..READS {
+        let mut c = c.clone();
+        reads.push(tokio::spawn(async move {
+            // Spread over time, so that later reads find round trips already in flight.
+            tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
+            get(&mut c, "shared", false).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let during = barriers().await? - b0;
+    cluster.resume(0)?;
+    for r in reads {
+        let resp = r.await??;
+        ensure!(value_of(&resp).as_deref() == Some("v"), "read {resp:?}");
+    }
+    let total = barriers().await? - b0;
+    let served = Reads::now(&keygate).await?.since(&before);
+    eprintln!("{READS} reads: {during} barriers started while etcd was paused, {total} in all");
+    ensure!(
+        during == 2.0,
+        "{during} barriers started while etcd was paused: expected two round trips in flight"
+    );
+    ensure!(
+        (3.0..=6.0).contains(&total),
+        "{total} barriers for {READS} reads spread over 200 ms, two of them hanging"
+    );
+    ensure!(
+        served.mirror_linearizable == READS as f64,
+        "the mirror served {served:?}"
+    );
+    Ok(())
+}

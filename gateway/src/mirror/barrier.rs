@@ -1,8 +1,9 @@
 //! Linearizable barriers: one linearizable upstream round trip tells etcd's current revision.
-//! Reads that arrive while a round trip is in flight wait for the next one (the one in flight
-//! may have started before they arrived), so concurrent reads share a single round trip; a
-//! barrier starts a few scheduler rounds after its first reader, so reads arriving together
-//! share it too.
+//! A read cannot use a round trip already in flight (it may have started before the read
+//! arrived); it joins the next one, which starts a few scheduler rounds after its first reader
+//! so that reads arriving together share it. The next one starts without waiting for the one
+//! in flight, up to `IN_FLIGHT` round trips at once: a read waits for one round trip, not one
+//! and a half (etcd folds concurrent ones into one ReadIndex anyway).
 
 use crate::metrics::MirrorMetrics;
 use crate::upstream::Pool;
@@ -16,6 +17,9 @@ type Waiter = oneshot::Sender<Option<i64>>;
 /// Scheduler rounds a barrier waits for more readers before it starts.
 const GATHER_ROUNDS: usize = 4;
 
+/// Round trips in flight at once, at most.
+const IN_FLIGHT: usize = 2;
+
 pub struct Barrier {
     pool: Pool,
     metrics: MirrorMetrics,
@@ -24,8 +28,20 @@ pub struct Barrier {
 
 #[derive(Default)]
 struct State {
-    running: bool,
+    /// A task is gathering readers for the next round trip.
+    gathering: bool,
+    /// Round trips under way.
+    in_flight: usize,
     waiting: Vec<Waiter>,
+}
+
+impl State {
+    /// Whether a new gatherer should start now (and marks it started).
+    fn start_gathering(&mut self) -> bool {
+        let start = !self.gathering && self.in_flight < IN_FLIGHT && !self.waiting.is_empty();
+        self.gathering |= start;
+        start
+    }
 }
 
 impl Barrier {
@@ -43,7 +59,7 @@ impl Barrier {
         let start = {
             let mut state = self.state.lock().ok()?;
             state.waiting.push(tx);
-            !std::mem::replace(&mut state.running, true)
+            state.start_gathering()
         };
         if start {
             tokio::spawn(self.clone().run());
@@ -51,7 +67,8 @@ impl Barrier {
         rx.await.ok().flatten()
     }
 
-    /// Serves batches until no reader is waiting.
+    /// Gathers a batch and serves it; then gathers the next one if readers wait and no other
+    /// task gathers for them.
     async fn run(self: Arc<Self>) {
         loop {
             // Let the runtime go round a few times first (each round reads what has reached
@@ -60,12 +77,17 @@ impl Barrier {
             for _ in 0..GATHER_ROUNDS {
                 tokio::task::yield_now().await;
             }
+            // Readers from now on gather for the next round trip, beside this one.
             let batch = match self.state.lock() {
                 Ok(mut state) if state.waiting.is_empty() => {
-                    state.running = false;
+                    state.gathering = false;
                     return;
                 }
-                Ok(mut state) => std::mem::take(&mut state.waiting),
+                Ok(mut state) => {
+                    state.gathering = false;
+                    state.in_flight += 1;
+                    std::mem::take(&mut state.waiting)
+                }
                 Err(_) => return,
             };
             self.metrics.barriers.inc();
@@ -73,6 +95,15 @@ impl Barrier {
             let revision = self.round_trip().await;
             for waiter in batch {
                 let _ = waiter.send(revision);
+            }
+            match self.state.lock() {
+                Ok(mut state) => {
+                    state.in_flight -= 1;
+                    if !state.start_gathering() {
+                        return;
+                    }
+                }
+                Err(_) => return,
             }
         }
     }
