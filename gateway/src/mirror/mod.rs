@@ -184,6 +184,10 @@ impl Mirror {
     }
 }
 
+/// How long a request that needs the mirror (a new watch stream, a write held to a storage
+/// quota) waits for its first list when keygate has just started, before doing without it.
+pub const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
+
 /// What the watch hub reads.
 impl Mirror {
     /// True while the mirror follows etcd closely enough to serve reads and watches.

@@ -22,7 +22,9 @@ pub struct Counted {
 impl Mirror {
     /// The usage of `[start, end)`, counted until it exceeds every limit in `cap` (0: none), and
     /// the stored size of each of `keys`, with the revision counted at; `None` when the mirror
-    /// is not serving, is behind, or does not hold that range (`mirror.prefixes`).
+    /// is not serving, is behind, or does not hold that range (`mirror.prefixes`). Right after
+    /// keygate starts, waits for the mirror's first list (up to `FIRST_LIST_WAIT`): writes that
+    /// arrive meanwhile are counted, not let through.
     /// Key lengths count without the first `prefix_len` bytes.
     pub async fn usage(
         &self,
@@ -31,7 +33,11 @@ impl Mirror {
         keys: &[Bytes],
         cap: Usage,
     ) -> Option<Counted> {
-        if !self.shared.coverage.covers(start, end) || !self.serving() || !self.catch_up().await {
+        if !self.shared.coverage.covers(start, end) {
+            return None;
+        }
+        self.started(super::FIRST_LIST_WAIT).await;
+        if !self.serving() || !self.catch_up().await {
             return None;
         }
         let store = self.shared.store.read().ok()?;

@@ -26,9 +26,6 @@ use watcher::Tenancy;
 /// Responses queued per downstream stream before keygate stops reading for that stream.
 const STREAM_QUEUE: usize = 16;
 
-/// How long a new watch stream waits for the mirror's first list before it is forwarded.
-const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
-
 /// A watch creation on a stream with authorizers: put to them and, on a tenant's stream,
 /// confined to its namespace and counted against its watcher quota.
 fn admit_create(
@@ -78,7 +75,7 @@ impl Hub {
     /// the mirror loads its first list (keygate just started: kube-apiserver reconnecting, say)
     /// waits for it a little rather than go to etcd for its whole life.
     pub async fn ready(&self) -> bool {
-        self.mirror.started(FIRST_LIST_WAIT).await;
+        self.mirror.started(crate::mirror::FIRST_LIST_WAIT).await;
         self.mirror.serving()
     }
 
