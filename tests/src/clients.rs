@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use bytes::Bytes;
 use keygate_proto::etcdserverpb::{
     auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
-    lease_client::LeaseClient, maintenance_client::MaintenanceClient, watch_client::WatchClient,
+    lease_client::LeaseClient, maintenance_client::MaintenanceClient, request_op,
+    watch_client::WatchClient, PutRequest, RequestOp, TxnRequest,
 };
 use keygate_proto::v3electionpb::election_client::ElectionClient;
 use keygate_proto::v3lockpb::lock_client::LockClient;
@@ -56,5 +58,27 @@ impl Clients {
             election: ElectionClient::new(channel.clone()),
             channel,
         }
+    }
+
+    /// Writes a 20 MB keyspace under `prefix` (20,000 keys of 1 KiB, `PREFIXnnn/nnn`, 100 per
+    /// Txn): enough that keygate's first list of it takes a noticeable while.
+    pub async fn fill_20mb(&mut self, prefix: &str) -> Result<()> {
+        for batch in 0..200 {
+            let success = (0..100)
+                .map(|i| RequestOp {
+                    request: Some(request_op::Request::RequestPut(PutRequest {
+                        key: Bytes::from(format!("{prefix}{batch:03}/{i:03}")),
+                        value: Bytes::from(vec![b'v'; 1024]),
+                        ..Default::default()
+                    })),
+                })
+                .collect();
+            let txn = TxnRequest {
+                success,
+                ..Default::default()
+            };
+            self.kv.txn(txn).await?;
+        }
+        Ok(())
     }
 }

@@ -1,97 +1,14 @@
 //! Authorization plugins end to end: etcdctl through keygate to real etcd, with the example
 //! plugins (tenant isolation, read-only roles, protected prefixes) and a faulty one.
 
+mod plugins_common;
+
 use anyhow::{ensure, Context, Result};
-use keygate_tests::pki::{CertFiles, TestPki};
+use keygate_tests::pki::TestPki;
 use keygate_tests::plugins::plugin_path;
-use keygate_tests::{CmdOutput, EtcdCluster, Etcdctl, Keygate};
-use std::path::PathBuf;
+use keygate_tests::EtcdCluster;
+use plugins_common::{denial, keygate, As, LINE_TIMEOUT};
 use std::time::{Duration, Instant};
-
-const LINE_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn write_config(dir: &std::path::Path, toml: &str) -> Result<PathBuf> {
-    let path = dir.join(format!("keygate-{}.toml", rand::random::<u32>()));
-    std::fs::write(&path, toml)?;
-    Ok(path)
-}
-
-/// Keygate with mTLS (the certificate's CN is the identity) and `plugins` (TOML tables).
-async fn keygate(pki: &TestPki, etcd: &EtcdCluster, plugins: &str) -> Result<Keygate> {
-    let server = pki.server("keygate", "keygate")?;
-    let toml = format!(
-        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n\
-         client_auth = \"required\"\n{plugins}\n",
-        server.cert,
-        server.key,
-        pki.ca()
-    );
-    let path = write_config(pki.dir(), &toml)?;
-    Keygate::start(
-        &etcd.client_urls(),
-        &[
-            "--config",
-            path.to_str().unwrap_or_default(),
-            "--log-level",
-            "keygate=debug,info",
-        ],
-    )
-    .await
-}
-
-/// etcd's PERMISSION_DENIED, or a plugin's own reason with that code.
-fn denial(out: &CmdOutput) -> bool {
-    out.stderr.contains("permission denied") || out.stderr.contains("PermissionDenied")
-}
-
-/// etcdctl as the holder of one client certificate.
-struct As {
-    ctl: Etcdctl,
-    tls: Vec<String>,
-}
-
-impl As {
-    fn new(kg: &Keygate, pki: &TestPki, cert: &CertFiles) -> Result<Self> {
-        Ok(As {
-            ctl: Etcdctl::new(&[format!("https://{}", kg.addr())])?,
-            tls: vec![
-                "--cacert".into(),
-                pki.ca_str().into(),
-                "--cert".into(),
-                cert.cert_str().into(),
-                "--key".into(),
-                cert.key_str().into(),
-            ],
-        })
-    }
-
-    fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
-        let mut args: Vec<&str> = self.tls.iter().map(String::as_str).collect();
-        args.extend_from_slice(rest);
-        args
-    }
-
-    async fn run(&self, rest: &[&str]) -> Result<CmdOutput> {
-        self.ctl.run(&self.args(rest)).await
-    }
-
-    async fn run_stdin(&self, rest: &[&str], stdin: &str) -> Result<CmdOutput> {
-        self.ctl.run_with_stdin(&self.args(rest), stdin).await
-    }
-
-    async fn ok(&self, rest: &[&str]) -> Result<String> {
-        Ok(self.run(rest).await?.ok()?.stdout)
-    }
-
-    async fn denied(&self, rest: &[&str]) -> Result<()> {
-        let out = self.run(rest).await?;
-        ensure!(
-            !out.success() && denial(&out),
-            "{rest:?} should be denied: {out:?}"
-        );
-        Ok(())
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tenants_and_read_only_identities_through_etcdctl() -> Result<()> {

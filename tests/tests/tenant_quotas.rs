@@ -270,24 +270,7 @@ fn tenant_lines(metrics: &str) -> String {
 async fn concurrent_writes_do_not_overshoot_storage_quotas() -> Result<()> {
     let etcd = EtcdCluster::start(1).await?;
     let mut direct = etcd.clients(0).await?;
-    for batch in 0..200 {
-        let success = (0..100)
-            .map(|i| RequestOp {
-                request: Some(request_op::Request::RequestPut(PutRequest {
-                    key: Bytes::from(format!("/z/{batch:03}/{i:03}")),
-                    value: Bytes::from(vec![b'v'; 1024]),
-                    ..Default::default()
-                })),
-            })
-            .collect();
-        direct
-            .kv
-            .txn(TxnRequest {
-                success,
-                ..Default::default()
-            })
-            .await?;
-    }
+    direct.fill_20mb("/z/").await?;
     let quotas = "[tenants.namespaces.\"/a/\"]\nkeys = 10\n\n\
                   [tenants.namespaces.\"/c/\"]\nbytes = 100\n";
     let kg = tenants::start(&etcd, quotas, &[]).await?;
@@ -314,7 +297,8 @@ async fn concurrent_writes_do_not_overshoot_storage_quotas() -> Result<()> {
         }
         ensure!(
             ok == 10,
-            "{who}: {ok} of 40 concurrent puts went through, 10 fit"
+            "{who}: {ok} of 40 concurrent puts went through, 10 fit\n{}",
+            kg.log_tail(20)
         );
     }
     // And etcd holds exactly what the quotas allow.

@@ -409,25 +409,9 @@ async fn a_watch_from_before_the_window_moves_to_the_hub() -> Result<()> {
 /// whole life.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_opened_while_the_mirror_loads_is_served_by_the_hub() -> Result<()> {
-    use keygate_proto::etcdserverpb::{request_op, PutRequest, RequestOp, TxnRequest};
     let cluster = EtcdCluster::start(1).await?;
     let mut direct = cluster.clients(0).await?;
-    for batch in 0..200 {
-        let success = (0..100)
-            .map(|i| RequestOp {
-                request: Some(request_op::Request::RequestPut(PutRequest {
-                    key: Bytes::from(format!("load/{batch:03}/{i:03}")),
-                    value: Bytes::from(vec![b'v'; 1024]),
-                    ..Default::default()
-                })),
-            })
-            .collect();
-        let txn = TxnRequest {
-            success,
-            ..Default::default()
-        };
-        direct.kv.txn(txn).await?;
-    }
+    direct.fill_20mb("load/").await?;
     let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
     let via = keygate.clients().await?;
     let mut stream = WatchStream::open(&via, prefix_watch("w/", 0)).await?;

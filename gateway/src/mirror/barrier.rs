@@ -78,11 +78,8 @@ impl Barrier {
                 tokio::task::yield_now().await;
             }
             // Readers from now on gather for the next round trip, beside this one.
+            // (Not empty: a gatherer starts only for waiting readers, and only it takes them.)
             let batch = match self.state.lock() {
-                Ok(mut state) if state.waiting.is_empty() => {
-                    state.gathering = false;
-                    return;
-                }
                 Ok(mut state) => {
                     state.gathering = false;
                     state.in_flight += 1;

@@ -83,8 +83,9 @@ struct Shared {
     /// The store's revision, for readers waiting on it.
     revision: watch::Sender<i64>,
     loaded: AtomicBool,
-    /// Set once the first list is in, or has failed for good (over budget).
-    started: AtomicBool,
+    /// Set once the mirror first follows etcd (listed, and its watch created), or has given up
+    /// (over budget).
+    started: watch::Sender<bool>,
     auth_enabled: AtomicBool,
     /// When the upstream watch was lost (None while connected).
     disconnected_since: Mutex<Option<Instant>>,
@@ -109,7 +110,7 @@ impl Mirror {
             window: RwLock::new(Window::new(config.window_revisions, config.window_bytes)),
             revision: watch::channel(0).0,
             loaded: AtomicBool::new(false),
-            started: AtomicBool::new(false),
+            started: watch::Sender::new(false),
             auth_enabled: AtomicBool::new(true),
             disconnected_since: Mutex::new(Some(Instant::now())),
             cluster_id: AtomicU64::new(0),
@@ -195,13 +196,11 @@ impl Mirror {
         self.shared.serving()
     }
 
-    /// Waits, up to `bound`, while the mirror is still loading its first list.
+    /// Waits, up to `bound`, while the mirror is still loading its first list and starting to
+    /// follow etcd from it.
     pub async fn started(&self, bound: Duration) {
-        let deadline = tokio::time::Instant::now() + bound;
-        while !self.shared.started.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let mut started = self.shared.started.subscribe();
+        let _ = tokio::time::timeout(bound, started.wait_for(|s| *s)).await;
     }
 
     /// The mirror's revision, as it changes.
@@ -304,14 +303,13 @@ impl Shared {
             }
         }
         self.loaded.store(true, Ordering::Release);
-        self.started.store(true, Ordering::Release);
         self.revision.send_replace(revision);
         self.metrics.revision.set(revision);
     }
 
     fn clear(&self) {
         self.loaded.store(false, Ordering::Release);
-        self.started.store(true, Ordering::Release);
+        self.started.send_replace(true);
         self.metrics.serving.set(0);
         if let Ok(mut current) = self.store.write() {
             *current = Store::default();
@@ -358,6 +356,10 @@ impl Shared {
             }
         }
         self.metrics.serving.set(i64::from(self.serving()));
+        if connected {
+            // Listed and following etcd: whoever waited for that can use the mirror now.
+            self.started.send_replace(true);
+        }
     }
 
     fn set_auth_enabled(&self, enabled: bool) {
