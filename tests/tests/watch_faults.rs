@@ -403,27 +403,3 @@ async fn a_watch_from_before_the_window_moves_to_the_hub() -> Result<()> {
     );
     Ok(())
 }
-
-/// A watch stream opened the moment keygate starts, while the mirror is still loading its first
-/// list (20 MB here), waits for it and is served by the hub, rather than going to etcd for its
-/// whole life.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watch_opened_while_the_mirror_loads_is_served_by_the_hub() -> Result<()> {
-    let cluster = EtcdCluster::start(1).await?;
-    let mut direct = cluster.clients(0).await?;
-    direct.fill_20mb("load/").await?;
-    let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
-    let via = keygate.clients().await?;
-    let mut stream = WatchStream::open(&via, prefix_watch("w/", 0)).await?;
-    let created = stream.next(T).await?;
-    ensure!(created.created, "first response {created:?}");
-    let streams = metric(keygate.addr(), "keygate_watch_streams").await?;
-    ensure!(
-        streams == 1.0,
-        "{streams} streams on the hub: the stream went to etcd"
-    );
-    let rev = put(&mut direct, "w/x".into(), b("1")).await?;
-    let events = stream.events_until(b"w/x", T).await?;
-    ensure!(revs(&events) == [rev], "events {:?}", revs(&events));
-    Ok(())
-}

@@ -177,6 +177,9 @@ pub struct MirrorConfig {
     /// After each list, how many revisions before it are read from etcd into the event window,
     /// so watches resumed from before keygate started are served from it.
     pub backfill_revisions: usize,
+    /// Right after keygate starts, how long a new watch stream or a write held to a storage
+    /// quota waits for the mirror's first list before going on without it.
+    pub first_list_wait_ms: u64,
 }
 
 impl Default for MirrorConfig {
@@ -192,6 +195,7 @@ impl Default for MirrorConfig {
             window_bytes: 64 << 20,
             list_cache_bytes: 64 << 20,
             backfill_revisions: 10_000,
+            first_list_wait_ms: 5000,
         }
     }
 }

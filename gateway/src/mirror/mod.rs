@@ -87,6 +87,10 @@ struct Shared {
     /// (over budget).
     started: watch::Sender<bool>,
     auth_enabled: AtomicBool,
+    /// etcd has answered whether its authentication is on (until then `auth_enabled` is).
+    auth_checked: AtomicBool,
+    /// Dropped for outgrowing `mirror.max_bytes`, until a list fits again.
+    over_budget: AtomicBool,
     /// When the upstream watch was lost (None while connected).
     disconnected_since: Mutex<Option<Instant>>,
     cluster_id: AtomicU64,
@@ -112,6 +116,8 @@ impl Mirror {
             loaded: AtomicBool::new(false),
             started: watch::Sender::new(false),
             auth_enabled: AtomicBool::new(true),
+            auth_checked: AtomicBool::new(false),
+            over_budget: AtomicBool::new(false),
             disconnected_since: Mutex::new(Some(Instant::now())),
             cluster_id: AtomicU64::new(0),
             member_id: AtomicU64::new(0),
@@ -185,10 +191,6 @@ impl Mirror {
     }
 }
 
-/// How long a request that needs the mirror (a new watch stream, a write held to a storage
-/// quota) waits for its first list when keygate has just started, before doing without it.
-pub const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
-
 /// What the watch hub reads.
 impl Mirror {
     /// True while the mirror follows etcd closely enough to serve reads and watches.
@@ -196,11 +198,33 @@ impl Mirror {
         self.shared.serving()
     }
 
-    /// Waits, up to `bound`, while the mirror is still loading its first list and starting to
-    /// follow etcd from it.
-    pub async fn started(&self, bound: Duration) {
+    /// Waits, up to `mirror.first_list_wait_ms`, while the mirror is still loading its first
+    /// list and starting to follow etcd from it: what needs the mirror right after keygate
+    /// starts (a new watch stream, a write held to a storage quota) uses it rather than do
+    /// without.
+    pub async fn started(&self) {
+        let bound = Duration::from_millis(self.shared.config.first_list_wait_ms);
         let mut started = self.shared.started.subscribe();
         let _ = tokio::time::timeout(bound, started.wait_for(|s| *s)).await;
+    }
+
+    /// True unless the mirror stays out of service until something changes: etcd's
+    /// authentication is on, or the keyspace is over `mirror.max_bytes`. While it loads, relists
+    /// or reconnects it is expected back.
+    pub fn expected(&self) -> bool {
+        let auth_on = self.shared.auth_checked.load(Ordering::Acquire)
+            && self.shared.auth_enabled.load(Ordering::Acquire);
+        !auth_on && !self.shared.over_budget.load(Ordering::Acquire)
+    }
+
+    /// The highest revision keygate has returned to any client.
+    pub fn seen(&self) -> i64 {
+        self.seen.get()
+    }
+
+    /// Notes a revision returned to a client from etcd (not from the mirror).
+    pub fn observe(&self, revision: i64) {
+        self.seen.observe(revision);
     }
 
     /// The mirror's revision, as it changes.
@@ -303,12 +327,14 @@ impl Shared {
             }
         }
         self.loaded.store(true, Ordering::Release);
+        self.over_budget.store(false, Ordering::Release);
         self.revision.send_replace(revision);
         self.metrics.revision.set(revision);
     }
 
     fn clear(&self) {
         self.loaded.store(false, Ordering::Release);
+        self.over_budget.store(true, Ordering::Release);
         self.started.send_replace(true);
         self.metrics.serving.set(0);
         if let Ok(mut current) = self.store.write() {
@@ -363,6 +389,7 @@ impl Shared {
     }
 
     fn set_auth_enabled(&self, enabled: bool) {
+        self.auth_checked.store(true, Ordering::Release);
         if self.auth_enabled.swap(enabled, Ordering::AcqRel) != enabled {
             if enabled {
                 tracing::info!("etcd authentication is on: reads go to etcd, not the mirror");

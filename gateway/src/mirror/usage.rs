@@ -23,7 +23,7 @@ impl Mirror {
     /// The usage of `[start, end)`, counted until it exceeds every limit in `cap` (0: none), and
     /// the stored size of each of `keys`, with the revision counted at; `None` when the mirror
     /// is not serving, is behind, or does not hold that range (`mirror.prefixes`). Right after
-    /// keygate starts, waits for the mirror's first list (up to `FIRST_LIST_WAIT`): writes that
+    /// keygate starts, waits for the mirror's first list (`mirror.first_list_wait_ms`): writes that
     /// arrive meanwhile are counted, not let through.
     /// Key lengths count without the first `prefix_len` bytes.
     pub async fn usage(
@@ -36,7 +36,7 @@ impl Mirror {
         if !self.shared.coverage.covers(start, end) {
             return None;
         }
-        self.started(super::FIRST_LIST_WAIT).await;
+        self.started().await;
         if !self.serving() || !self.catch_up().await {
             return None;
         }

@@ -12,9 +12,12 @@ use keygate_proto::etcdserverpb::{
     WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::Request;
+
+/// Where etcd's created response goes when the stream waits for it.
+pub type Created = oneshot::Sender<WatchResponse>;
 
 /// The stream's side of a watcher with an upstream watch of its own; dropping it ends the
 /// upstream watch.
@@ -36,15 +39,17 @@ pub struct Dedicated {
 }
 
 impl Dedicated {
+    /// Starts the upstream watch. With `created`, etcd's own created response is sent there
+    /// (its header says where the watch starts) instead of being left out.
     pub fn spawn(
         pool: Pool,
-        id: i64,
-        create: WatchCreateRequest,
+        (id, create): (i64, WatchCreateRequest),
         tenancy: Option<Tenancy>,
         out: mpsc::Sender<(i64, Report)>,
+        created: Option<Created>,
     ) -> Dedicated {
         let (asks, asks_rx) = watch::channel(0);
-        let task = tokio::spawn(run(pool, id, create.clone(), out, asks_rx));
+        let task = tokio::spawn(run(pool, id, create.clone(), (out, created), asks_rx));
         Dedicated {
             task,
             asks,
@@ -84,12 +89,17 @@ impl Dedicated {
     /// `current` relayed (as far as the relayed events show, or as etcd answered), and none
     /// beyond it. Otherwise etcd is asked, once at a time.
     pub fn synced_at(&mut self, current: i64) -> bool {
-        let through = self.through.max(self.answered);
+        let through = self.known();
         if through < current && !self.asking {
             self.asking = true;
             self.asks.send_modify(|n| *n += 1);
         }
         through >= current && self.last_event <= current
+    }
+
+    /// The latest revision etcd has shown this watcher at.
+    pub fn known(&self) -> i64 {
+        self.through.max(self.answered)
     }
 
     /// The revision the hub can take this watcher on from, once every event before it has been
@@ -121,7 +131,7 @@ async fn run(
     pool: Pool,
     id: i64,
     mut create: WatchCreateRequest,
-    out: mpsc::Sender<(i64, Report)>,
+    (out, mut created): (mpsc::Sender<(i64, Report)>, Option<Created>),
     mut asks: watch::Receiver<u64>,
 ) {
     create.watch_id = 0;
@@ -209,6 +219,16 @@ async fn run(
                 // Everything up to the header's revision has been delivered.
                 create.start_revision = create.start_revision.max(revision + 1);
                 through = through.max(revision);
+            }
+            if let Some(tx) = created.take_if(|_| resp.created) {
+                let canceled = resp.canceled;
+                if tx.send(resp).is_err() || canceled {
+                    return;
+                }
+                if out.send((id, Report::Relay(None, through))).await.is_err() {
+                    return;
+                }
+                continue;
             }
             // The stream sent the created response already, in request order.
             let relay =

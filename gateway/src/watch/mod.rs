@@ -71,12 +71,14 @@ impl Hub {
         }
     }
 
-    /// True when new watch streams can be served from the mirror. A stream that arrives while
-    /// the mirror loads its first list (keygate just started: kube-apiserver reconnecting, say)
-    /// waits for it a little rather than go to etcd for its whole life.
+    /// True when the hub takes a new watch stream: the mirror serves, or is expected to (it is
+    /// loading, relisting or reconnecting; the stream's watchers then start on upstream watches
+    /// of their own and move to the hub once it serves). A stream that arrives while the mirror
+    /// loads its first list (keygate just started: kube-apiserver reconnecting, say) waits for it
+    /// a little first, rather than open an upstream watch per watcher.
     pub async fn ready(&self) -> bool {
-        self.mirror.started(crate::mirror::FIRST_LIST_WAIT).await;
-        self.mirror.serving()
+        self.mirror.started().await;
+        self.mirror.serving() || self.mirror.expected()
     }
 
     /// Whether etcd still keeps the history from `revision` on (it has not been compacted).

@@ -185,6 +185,10 @@ impl Stream {
         self.audited(pending, decision, Ok(Some(current))).await;
         watcher.id = id;
         watcher.tenancy = tenancy;
+        if !self.hub.mirror.serving() {
+            // The mirror's revision is not etcd's now: etcd's own answer says where it starts.
+            return self.create_upstream(id, create, watcher.tenancy).await;
+        }
         // History is served from the window only where etcd still has it: events the window
         // holds may already be compacted away upstream, and then etcd's answer is the compaction.
         let in_window = next > current
@@ -205,6 +209,8 @@ impl Stream {
         })
         .await?;
         if !in_window || !self.hub.mirror.serving() {
+            // From where the created response said, whatever etcd's revision is by now.
+            create.start_revision = next;
             return self.create_dedicated(id, create, watcher.tenancy);
         }
         self.watchers.insert(id, watcher);
@@ -318,17 +324,19 @@ impl Stream {
                 }
             }
         }
-        let mut synced = self.watchers.values().all(|w| w.next > current);
-        if self.progress_owed {
-            // Every dedicated watcher is asked, so none waits on another's answer.
-            for watch in self.dedicated.values_mut() {
-                synced &= watch.synced_at(current);
-            }
+        if !self.progress_owed {
+            return Ok(());
         }
-        if self.progress_owed && synced {
+        let at = self.progress_revision(current);
+        let mut synced = self.watchers.values().all(|w| w.next > at);
+        // Every dedicated watcher is asked, so none waits on another's answer.
+        for watch in self.dedicated.values_mut() {
+            synced &= watch.synced_at(at);
+        }
+        if synced {
             self.progress_owed = false;
             self.hub.metrics.progress_sent.inc();
-            let header = Some(self.hub.mirror.header(current));
+            let header = Some(self.hub.mirror.header(at));
             self.send(WatchResponse {
                 header,
                 watch_id: -1,
@@ -337,6 +345,17 @@ impl Stream {
             .await?;
         }
         Ok(())
+    }
+
+    /// The revision a WatchProgressRequest is answered at: the mirror's, or — while the mirror
+    /// does not serve and its revision may be behind etcd's — the latest revision etcd has shown
+    /// anyone (every watcher must have been sent everything up to it).
+    fn progress_revision(&self, current: i64) -> i64 {
+        if self.hub.mirror.serving() {
+            return current;
+        }
+        let known = self.dedicated.values().map(|w| w.known()).max();
+        current.max(self.hub.mirror.seen()).max(known.unwrap_or(0))
     }
 
     /// etcd's periodic progress notification, to synced watchers that asked for it and were

@@ -2,12 +2,19 @@
 //! handing each over to the hub once it has caught up with the event window.
 
 use super::{Ended, Stream};
+use crate::errors::GatewayError;
 use crate::namespace::Strip;
 use crate::watch::dedicated::{Dedicated, Report};
 use crate::watch::watcher::{Tenancy, Watcher};
-use keygate_proto::etcdserverpb::WatchCreateRequest;
+use keygate_proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long a watch created while the mirror does not serve waits for etcd's created answer.
+const CREATED_WAIT: Duration = Duration::from_secs(5);
 
 impl Stream {
+    /// A watcher on an upstream watch of its own, whose created response was sent already.
     pub(super) fn create_dedicated(
         &mut self,
         id: i64,
@@ -15,10 +22,52 @@ impl Stream {
         tenancy: Option<Tenancy>,
     ) -> Result<(), Ended> {
         let pool = self.hub.pool.clone();
-        let watch = Dedicated::spawn(pool, id, create, tenancy, self.dedicated_tx.clone());
+        let watch = Dedicated::spawn(pool, (id, create), tenancy, self.dedicated_tx.clone(), None);
         self.dedicated.insert(id, watch);
         self.hub.metrics.upstream_streams.inc();
         Ok(())
+    }
+
+    /// A watcher created while the mirror does not serve (it is loading, relisting or
+    /// reconnecting): on an upstream watch of its own, whose created response — etcd's, with
+    /// etcd's revision — the client gets before anything else the stream sends. The hub takes
+    /// it over once the mirror serves and has reached it. If no member answers in time the
+    /// creation is refused, the stream's other watchers unaffected.
+    pub(super) async fn create_upstream(
+        &mut self,
+        id: i64,
+        create: WatchCreateRequest,
+        tenancy: Option<Tenancy>,
+    ) -> Result<(), Ended> {
+        let (created_tx, created_rx) = oneshot::channel();
+        let pool = self.hub.pool.clone();
+        let (out, created) = (self.dedicated_tx.clone(), Some(created_tx));
+        let watch = Dedicated::spawn(pool, (id, create), tenancy, out, created);
+        let mut resp = match tokio::time::timeout(CREATED_WAIT, created_rx).await {
+            Ok(Ok(resp)) => resp,
+            _ => {
+                let header = Some(self.hub.mirror.header(self.hub.mirror.revision()));
+                return self
+                    .send(WatchResponse {
+                        header,
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: GatewayError::NoHealthyMember.to_string(),
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        };
+        resp.watch_id = id;
+        self.hub
+            .mirror
+            .observe(resp.header.as_ref().map_or(0, |h| h.revision));
+        if !resp.canceled {
+            self.dedicated.insert(id, watch);
+            self.hub.metrics.upstream_streams.inc();
+        }
+        self.send(resp).await
     }
 
     pub(super) async fn relay_dedicated(&mut self, id: i64, report: Report) -> Result<(), Ended> {
@@ -31,6 +80,9 @@ impl Stream {
                     return Err(Ended::Failed(status));
                 }
             }
+            self.hub
+                .mirror
+                .observe(resp.header.as_ref().map_or(0, |h| h.revision));
             if resp.canceled {
                 self.dedicated.remove(&id);
                 self.hub.metrics.upstream_streams.dec();
