@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quick start, command 2: everything CI checks. Installs etcd if missing, builds every target,
+# Quick start, command 2: everything CI checks. Installs etcd (and Node.js) if missing, builds every target,
 # then fmt, clippy and the whole test suite against real etcd. Exits non-zero on any failure.
 set -euo pipefail
 
@@ -10,6 +10,13 @@ export KEYGATE_ETCD_BIN_DIR
 echo "etcd binaries: ${KEYGATE_ETCD_BIN_DIR}"
 
 step() { echo; echo "==> $*"; }
+
+# Node.js and npm, for the end-to-end test with Node's etcd3 client (tests/node).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  step "apt-get install nodejs npm"
+  sudo=(); [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y nodejs npm
+fi
 
 # A build failure stops everything; fmt, clippy and the tests all run so one report shows
 # every problem, and the exit status is non-zero if any of them failed.
