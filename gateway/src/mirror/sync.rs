@@ -10,7 +10,7 @@ use bytes::Bytes;
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
 use keygate_proto::etcdserverpb::{
     auth_client::AuthClient, kv_client::KvClient, watch_client::WatchClient, AuthStatusRequest,
-    RangeRequest, WatchCreateRequest, WatchRequest,
+    AuthenticateRequest, RangeRequest, WatchCreateRequest, WatchRequest,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,13 +140,33 @@ async fn list(shared: &Shared, pool: &Pool) -> Result<Store, End> {
 }
 
 /// The mirror serves reads without etcd's per-user permission checks, so it only serves while
-/// etcd's authentication is off.
-async fn check_auth(shared: &Shared, member: &crate::upstream::Member) {
-    let status = AuthClient::new(member.channel())
-        .auth_status(AuthStatusRequest {})
-        .await;
-    shared.set_auth_enabled(status.map(|s| s.into_inner().enabled).unwrap_or(true));
+/// etcd's authentication is off. etcd 3.4 has no AuthStatus: there an Authenticate with a user
+/// that does not exist tells ("authentication is not enabled" while it is off). etcd logs that
+/// failed attempt while authentication is on, so the caller asks less often then: returns true
+/// when the answer came that way and authentication is on.
+async fn check_auth(shared: &Shared, member: &crate::upstream::Member) -> bool {
+    let mut auth = AuthClient::new(member.channel());
+    let (enabled, probed) = match auth.auth_status(AuthStatusRequest {}).await {
+        Ok(status) => (status.into_inner().enabled, false),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            let probe = AuthenticateRequest {
+                name: "keygate-auth-probe".into(),
+                password: String::new(),
+            };
+            let off = matches!(auth.authenticate(probe).await,
+                Err(s) if s.code() == tonic::Code::FailedPrecondition
+                    && s.message().contains("authentication is not enabled"));
+            (!off, true)
+        }
+        Err(_) => (true, false),
+    };
+    shared.set_auth_enabled(enabled);
+    probed && enabled
 }
+
+/// While authentication is on and can only be asked about with a failed Authenticate (etcd
+/// 3.4), the mirror asks every this many auth checks instead of every one.
+const AUTH_PROBE_EVERY: u32 = 30;
 
 /// Follows the keyspace from the mirror's revision + 1 until the stream ends.
 async fn watch(shared: &Shared, pool: &Pool) -> End {
@@ -188,11 +208,15 @@ async fn watch(shared: &Shared, pool: &Pool) -> End {
         }
     };
     let mut auth_check = tokio::time::interval(Duration::from_secs(1));
+    let (mut ticks, mut probed_on) = (0u32, false);
     loop {
         let message = tokio::select! {
             message = stream.message() => message,
             _ = auth_check.tick() => {
-                check_auth(shared, &member).await;
+                ticks = ticks.wrapping_add(1);
+                if !probed_on || ticks % AUTH_PROBE_EVERY == 0 {
+                    probed_on = check_auth(shared, &member).await;
+                }
                 continue;
             }
         };
