@@ -3,7 +3,7 @@
 //! not wait (`mirror.first_list_wait_ms = 0`) is served by the hub too, its watchers on upstream
 //! watches of their own — created at etcd's revision, not the unloaded mirror's, and answering
 //! progress requests at etcd's revision — until the mirror serves and the hub takes them over,
-//! with no event lost or repeated.
+//! with no event lost or repeated — a quiet watcher from an explicit start revision as well.
 
 mod watch_faults_common;
 
@@ -44,10 +44,10 @@ async fn a_watch_created_before_the_mirror_serves_starts_at_etcds_revision_and_m
     let mut direct = cluster.clients(0).await?;
     direct.fill_20mb("load/").await?;
     let before = put(&mut direct, "w/0".into(), b("0")).await?;
-    // One key per page: the first list takes seconds, and no stream waits for it.
+    // Five keys per page: the first list takes seconds, and no stream waits for it.
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("keygate.toml");
-    std::fs::write(&config, "[mirror]\npage_size = 1\nfirst_list_wait_ms = 0\n")?;
+    std::fs::write(&config, "[mirror]\npage_size = 5\nfirst_list_wait_ms = 0\n")?;
     let config = config.to_string_lossy().into_owned();
     let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;
     let via = keygate.clients().await?;
@@ -108,6 +108,55 @@ async fn a_watch_created_before_the_mirror_serves_starts_at_etcds_revision_and_m
     ensure!(
         revs(&events) == [third] && handovers == 1.0,
         "after the hand-over: events {:?}, {handovers} hand-overs",
+        revs(&events)
+    );
+    Ok(())
+}
+
+/// kube-apiserver resumes its watches at the revision after its list. Such a watcher, created
+/// while the mirror loads on a quiet prefix, has nothing from etcd to go by (no event, and
+/// etcd's own progress notification comes every 10 minutes): once the mirror serves, the hub
+/// takes it on from its start revision, and it gets every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_watch_from_an_explicit_revision_moves_to_the_hub_once_the_mirror_serves(
+) -> Result<()> {
+    let cluster = EtcdCluster::start(1).await?;
+    let mut direct = cluster.clients(0).await?;
+    direct.fill_20mb("load/").await?;
+    let listed = put(&mut direct, "q/0".into(), b("0")).await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(&config, "[mirror]\npage_size = 5\nfirst_list_wait_ms = 0\n")?;
+    let config = config.to_string_lossy().into_owned();
+    let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;
+    let via = keygate.clients().await?;
+    let gauge = |name: &'static str| metric(keygate.addr(), name);
+    ensure!(
+        gauge("keygate_mirror_serving").await? == 0.0,
+        "the mirror served before the test began"
+    );
+
+    let mut stream = WatchStream::open(&via, prefix_watch("q/", listed + 1)).await?;
+    let created = stream.next(T).await?;
+    ensure!(created.created && !created.canceled, "created {created:?}");
+    ensure!(
+        gauge("keygate_watch_upstream_streams").await? == 1.0,
+        "the watcher is not on an upstream watch of its own"
+    );
+    wait_serving(&keygate).await?;
+    // Any write moves the mirror on, and the hub looks at its dedicated watchers.
+    put(&mut direct, "elsewhere".into(), b("x")).await?;
+    keygate_tests::process::poll_until(T, "the watcher on the hub", || async {
+        Ok(gauge("keygate_watch_upstream_streams").await? == 0.0)
+    })
+    .await?;
+    let handovers = gauge("keygate_watch_handovers_total").await?;
+    let first = put(&mut direct, "q/1".into(), b("1")).await?;
+    let second = put(&mut direct, "q/2".into(), b("2")).await?;
+    let events = stream.events_until(b"q/2", T).await?;
+    ensure!(
+        revs(&events) == [first, second] && handovers == 1.0,
+        "events {:?}, {handovers} hand-overs",
         revs(&events)
     );
     Ok(())

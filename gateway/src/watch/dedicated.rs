@@ -36,6 +36,8 @@ pub struct Dedicated {
     /// etcd's latest answer to a progress request on the upstream stream (0: none).
     answered: i64,
     asking: bool,
+    /// The hub has asked etcd whether it still keeps the history from the start revision.
+    pub start_checked: bool,
 }
 
 impl Dedicated {
@@ -60,6 +62,7 @@ impl Dedicated {
             mid_fragment: false,
             answered: 0,
             asking: false,
+            start_checked: false,
         }
     }
 
@@ -100,6 +103,14 @@ impl Dedicated {
     /// The latest revision etcd has shown this watcher at.
     pub fn known(&self) -> i64 {
         self.through.max(self.answered)
+    }
+
+    /// The explicit start revision of a watcher that has relayed nothing and learned nothing
+    /// from etcd yet, until the hub has checked it.
+    pub fn untouched_start(&self) -> Option<i64> {
+        let start = self.create.start_revision;
+        let untouched = self.through == 0 && self.last_event == 0 && !self.mid_fragment;
+        (start > 0 && untouched && !self.start_checked).then_some(start)
     }
 
     /// The revision the hub can take this watcher on from, once every event before it has been

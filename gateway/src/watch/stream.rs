@@ -189,17 +189,7 @@ impl Stream {
             // The mirror's revision is not etcd's now: etcd's own answer says where it starts.
             return self.create_upstream(id, create, watcher.tenancy).await;
         }
-        // History is served from the window only where etcd still has it: events the window
-        // holds may already be compacted away upstream, and then etcd's answer is the compaction.
-        let in_window = next > current
-            || self.hub.mirror.events_since(next, 0).is_ok() && self.hub.history_kept(next).await;
-        if in_window
-            && watcher.wants_prev_kv()
-            && next <= current
-            && !self.hub.history_kept(next - 1).await
-        {
-            watcher.no_prev_kv_at = Some(next);
-        }
+        let in_window = self.servable_from(&mut watcher, next, current).await;
         // Created responses go out in request order, whoever serves the watcher.
         self.send(WatchResponse {
             header,
@@ -216,6 +206,23 @@ impl Stream {
         self.watchers.insert(id, watcher);
         self.hub.metrics.watchers.inc();
         self.deliver().await
+    }
+
+    /// Whether the hub can serve `watcher` from `next` on, as etcd would. History is served from
+    /// the window only where etcd still has it: events the window holds may already be
+    /// compacted away upstream, and then etcd's answer is the compaction (and, for a watcher
+    /// that wants prev_kv, no previous value where the revision before was compacted).
+    async fn servable_from(&self, watcher: &mut Watcher, next: i64, current: i64) -> bool {
+        let in_window = next > current
+            || self.hub.mirror.events_since(next, 0).is_ok() && self.hub.history_kept(next).await;
+        if in_window
+            && watcher.wants_prev_kv()
+            && next <= current
+            && !self.hub.history_kept(next - 1).await
+        {
+            watcher.no_prev_kv_at = Some(next);
+        }
+        in_window
     }
 
     /// Phase 8 for one watch creation: its audit event, when an auditor is configured.
@@ -261,7 +268,7 @@ impl Stream {
 
     /// Sends every hub watcher the events it is owed, up to the mirror's revision.
     async fn deliver(&mut self) -> Result<(), Ended> {
-        self.hand_over_ready();
+        self.hand_over_ready().await;
         let current = self.hub.mirror.revision();
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {

@@ -99,44 +99,55 @@ impl Stream {
     }
 
     /// Hands over every dedicated watcher that can move to the hub now.
-    pub(super) fn hand_over_ready(&mut self) {
-        if self.dedicated.is_empty() {
+    pub(super) async fn hand_over_ready(&mut self) {
+        if self.dedicated.is_empty() || !self.hub.mirror.serving() {
             return;
         }
         let current = self.hub.mirror.revision();
-        let ready: Vec<i64> = (self.dedicated.iter())
-            .filter(|(_, w)| w.handover_point(current).is_some())
-            .map(|(id, _)| *id)
+        let ready: Vec<(i64, i64)> = (self.dedicated.iter())
+            .filter_map(|(id, w)| w.handover_point(current).map(|next| (*id, next)))
+            .filter(|(_, next)| self.hub.mirror.events_since(*next, 0).is_ok())
             .collect();
-        for id in ready {
-            self.hand_over(id);
+        for (id, next) in ready {
+            // Sent every event before `next`: one revision per response from here, as etcd
+            // sends a synced watcher's events.
+            self.hand_over(id, next, |watcher| watcher.catching_up = false);
+        }
+        // A quiet watcher from an explicit start revision (kube-apiserver resuming at the
+        // revision after its list) tells nothing until an event or etcd's progress notification,
+        // minutes apart: while it has relayed nothing, the hub takes it on from its start, if
+        // etcd still keeps that history.
+        let untouched: Vec<(i64, i64)> = (self.dedicated.iter())
+            .filter_map(|(id, w)| w.untouched_start().map(|start| (*id, start)))
+            .filter(|(_, start)| self.hub.mirror.events_since(*start, 0).is_ok())
+            .collect();
+        for (id, start) in untouched {
+            let Some(dedicated) = self.dedicated.get_mut(&id) else {
+                continue;
+            };
+            dedicated.start_checked = true;
+            let Ok(mut probe) = Watcher::new(id, &dedicated.create, start, current) else {
+                continue;
+            };
+            // (The stream takes in no report meanwhile: the watcher stays untouched.)
+            if self.servable_from(&mut probe, start, current).await {
+                self.hand_over(id, start, |w| w.no_prev_kv_at = probe.no_prev_kv_at);
+            }
         }
     }
 
-    /// Moves a dedicated watcher to the hub once it has been sent every event before a
-    /// revision the event window still holds (and the mirror has reached): its upstream watch
-    /// ends.
-    fn hand_over(&mut self, id: i64) {
+    /// Moves a dedicated watcher to the hub from revision `next` on (`adjust` sets what else
+    /// differs from a new watcher): its upstream watch ends.
+    fn hand_over(&mut self, id: i64, next: i64, adjust: impl FnOnce(&mut Watcher)) {
         let current = self.hub.mirror.revision();
-        let Some(next) = self
-            .dedicated
-            .get(&id)
-            .and_then(|w| w.handover_point(current))
-        else {
-            return;
-        };
-        if !self.hub.mirror.serving() || self.hub.mirror.events_since(next, 0).is_err() {
-            return;
-        }
         let Some(mut dedicated) = self.dedicated.remove(&id) else {
             return;
         };
         let Ok(mut watcher) = Watcher::new(id, &dedicated.create, next, current) else {
             return; // its range was checked when it was created
         };
+        adjust(&mut watcher);
         watcher.tenancy = dedicated.tenancy.take();
-        // A synced watcher's events, one revision per response, as etcd sends them.
-        watcher.catching_up = false;
         self.watchers.insert(id, watcher);
         self.hub.metrics.upstream_streams.dec();
         self.hub.metrics.watchers.inc();
