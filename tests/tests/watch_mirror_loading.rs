@@ -10,7 +10,7 @@ mod watch_faults_common;
 use anyhow::{ensure, Context, Result};
 use keygate_tests::watch::{prefix_watch, WatchStream};
 use keygate_tests::watch_record::metric;
-use keygate_tests::{EtcdCluster, Keygate};
+use keygate_tests::{Clients, EtcdCluster, Keygate};
 use watch_faults_common::{b, put, revs, wait_serving, T};
 
 /// A watch stream opened the moment keygate starts, while the mirror is still loading its first
@@ -37,24 +37,53 @@ async fn a_watch_opened_while_the_mirror_loads_is_served_by_the_hub() -> Result<
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watch_created_before_the_mirror_serves_starts_at_etcds_revision_and_moves_to_the_hub(
-) -> Result<()> {
+/// A keygate whose mirror is still loading its first list, in front of a 20 MB keyspace.
+struct Loading {
+    _cluster: EtcdCluster,
+    direct: Clients,
+    keygate: Keygate,
+    _dir: tempfile::TempDir,
+    /// The revision of the last write before keygate started.
+    listed: i64,
+}
+
+/// Fills etcd, writes `key`, and starts keygate with a first list that takes seconds (five keys
+/// a page) and watch streams that do not wait for it.
+async fn loading(key: &str) -> Result<Loading> {
     let cluster = EtcdCluster::start(1).await?;
     let mut direct = cluster.clients(0).await?;
     direct.fill_20mb("load/").await?;
-    let before = put(&mut direct, "w/0".into(), b("0")).await?;
-    // Five keys per page: the first list takes seconds, and no stream waits for it.
+    let listed = put(&mut direct, key.into(), b("0")).await?;
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("keygate.toml");
     std::fs::write(&config, "[mirror]\npage_size = 5\nfirst_list_wait_ms = 0\n")?;
     let config = config.to_string_lossy().into_owned();
     let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;
+    let serving = metric(keygate.addr(), "keygate_mirror_serving").await?;
+    ensure!(serving == 0.0, "the mirror served before the test began");
+    Ok(Loading {
+        _cluster: cluster,
+        direct,
+        keygate,
+        _dir: dir,
+        listed,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_created_before_the_mirror_serves_starts_at_etcds_revision_and_moves_to_the_hub(
+) -> Result<()> {
+    let Loading {
+        mut direct,
+        keygate,
+        listed: before,
+        _cluster,
+        _dir,
+    } = loading("w/0").await?;
     let via = keygate.clients().await?;
     let gauge = |name: &'static str| metric(keygate.addr(), name);
     let loading =
         || async { Ok::<_, anyhow::Error>(gauge("keygate_mirror_serving").await? == 0.0) };
-    ensure!(loading().await?, "the mirror served before the test began");
 
     let mut stream = WatchStream::open(&via, prefix_watch("w/", 0)).await?;
     let created = stream.next(T).await?;
@@ -120,21 +149,15 @@ async fn a_watch_created_before_the_mirror_serves_starts_at_etcds_revision_and_m
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_watch_from_an_explicit_revision_moves_to_the_hub_once_the_mirror_serves(
 ) -> Result<()> {
-    let cluster = EtcdCluster::start(1).await?;
-    let mut direct = cluster.clients(0).await?;
-    direct.fill_20mb("load/").await?;
-    let listed = put(&mut direct, "q/0".into(), b("0")).await?;
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("keygate.toml");
-    std::fs::write(&config, "[mirror]\npage_size = 5\nfirst_list_wait_ms = 0\n")?;
-    let config = config.to_string_lossy().into_owned();
-    let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;
+    let Loading {
+        mut direct,
+        keygate,
+        listed,
+        _cluster,
+        _dir,
+    } = loading("q/0").await?;
     let via = keygate.clients().await?;
     let gauge = |name: &'static str| metric(keygate.addr(), name);
-    ensure!(
-        gauge("keygate_mirror_serving").await? == 0.0,
-        "the mirror served before the test began"
-    );
 
     let mut stream = WatchStream::open(&via, prefix_watch("q/", listed + 1)).await?;
     let created = stream.next(T).await?;
