@@ -24,13 +24,17 @@ pub enum GatewayError {
     /// A gRPC service that etcd does not have.
     #[error("unknown service {0}")]
     UnknownService(String),
+    /// A write held to a storage quota that cannot be counted now
+    /// (`tenants.uncounted_writes = "refuse"`).
+    #[error("etcdserver: storage quota cannot be checked now (keygate)")]
+    QuotaUncounted,
 }
 
 impl GatewayError {
     /// The gRPC code etcd would use for the same condition.
     pub fn code(&self) -> Code {
         match self {
-            Self::NoHealthyMember | Self::ShuttingDown => Code::Unavailable,
+            Self::NoHealthyMember | Self::ShuttingDown | Self::QuotaUncounted => Code::Unavailable,
             Self::RequestTooLarge { .. } => Code::ResourceExhausted,
             Self::UnknownMethod { .. } | Self::UnknownService(_) => Code::Unimplemented,
         }

@@ -1,6 +1,6 @@
 //! Tenant quotas end to end against real etcd: request rate, watchers, leases, stored keys and
 //! bytes, each refused with etcd's RESOURCE_EXHAUSTED errors while other tenants go on; and the
-//! per-tenant metrics that count them.
+//! per-tenant metrics that count them; writes the mirror cannot count, let through or refused.
 
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
@@ -320,5 +320,65 @@ async fn concurrent_writes_do_not_overshoot_storage_quotas() -> Result<()> {
             "{prefix} holds {held} keys in etcd, quota allows {want}"
         );
     }
+    Ok(())
+}
+
+/// While the mirror cannot count a namespace (here: the keyspace is over `mirror.max_bytes`), a
+/// write held to a storage quota goes through uncounted, or — with `uncounted_writes =
+/// "refuse"` — is answered UNAVAILABLE and writes nothing; both are counted in the metrics.
+#[tokio::test]
+async fn uncounted_writes_go_through_or_are_refused_as_configured() -> Result<()> {
+    let etcd = EtcdCluster::start(1).await?;
+    let mut direct = etcd.clients(0).await?;
+    direct
+        .kv
+        .put(put("/z/big", "more than the mirror may hold"))
+        .await?;
+    let config = |policy: &str| {
+        format!(
+            "[mirror]\nmax_bytes = 8\n\n[tenants]\nuncounted_writes = {policy:?}\n\n\
+             [tenants.namespaces.\"/a/\"]\nkeys = 10\n"
+        )
+    };
+    let uncounted = |kg: &keygate_tests::Keygate| {
+        let addr = kg.addr().to_string();
+        async move {
+            let m = http::get(&addr, "/metrics", Duration::from_secs(5)).await?;
+            Ok::<_, anyhow::Error>(
+                m.body
+                    .contains("keygate_tenant_quota_uncounted_total{tenant=\"/a/\"} 1"),
+            )
+        }
+    };
+    let refusing = tenants::start(&etcd, &config("refuse"), &[]).await?;
+    let mut c = refusing.clients().await?;
+    match c.kv.put(as_user("alice", put("k1", "v"))).await {
+        Err(s)
+            if s.code() == Code::Unavailable
+                && s.message() == "etcdserver: storage quota cannot be checked now (keygate)" => {}
+        other => anyhow::bail!("expected UNAVAILABLE, got {other:?}"),
+    }
+    let written = direct.kv.range(RangeRequest {
+        key: Bytes::from_static(b"/a/k1"),
+        ..Default::default()
+    });
+    ensure!(
+        written.await?.into_inner().kvs.is_empty(),
+        "the refused put was written"
+    );
+    ensure!(
+        uncounted(&refusing).await?,
+        "not counted\n{}",
+        refusing.log_tail(10)
+    );
+
+    let allowing = tenants::start(&etcd, &config("allow"), &[]).await?;
+    let mut c = allowing.clients().await?;
+    c.kv.put(as_user("alice", put("k1", "v"))).await?;
+    ensure!(
+        uncounted(&allowing).await?,
+        "not counted\n{}",
+        allowing.log_tail(10)
+    );
     Ok(())
 }

@@ -15,6 +15,10 @@ pub struct TenantsConfig {
     pub quota: Quota,
     /// Quotas by namespace prefix (as the authorizer answers it, e.g. "/tenants/alice/").
     pub namespaces: BTreeMap<String, Quota>,
+    /// A write held to a storage quota while the mirror cannot count the namespace (loading,
+    /// over its memory budget, behind etcd): "allow" lets it through uncounted, "refuse"
+    /// answers UNAVAILABLE so that the client tries again.
+    pub uncounted_writes: String,
 }
 
 impl Default for TenantsConfig {
@@ -24,6 +28,7 @@ impl Default for TenantsConfig {
             usage_interval_ms: 10000,
             quota: Quota::default(),
             namespaces: BTreeMap::new(),
+            uncounted_writes: "allow".into(),
         }
     }
 }

@@ -111,6 +111,13 @@ impl Config {
                 }
             }
         }
+        let uncounted = &self.tenants.uncounted_writes;
+        if !matches!(uncounted.as_str(), "allow" | "refuse") {
+            return Err(invalid(
+                "tenants.uncounted_writes",
+                format!("{uncounted:?}: expected \"allow\" or \"refuse\""),
+            ));
+        }
         let audit = &self.plugins.audit;
         if !matches!(audit.on_full.as_str(), "block" | "drop") {
             return Err(invalid(
@@ -240,6 +247,7 @@ mod tests {
         assert!(err("[upstream]\nconnections_per_member = 0")
             .contains("upstream.connections_per_member"));
         assert!(err("[log]\nformat = \"xml\"").contains("log.format"));
+        assert!(err("[tenants]\nuncounted_writes = \"maybe\"").contains("tenants.uncounted_writes"));
         assert!(err("[server.tls]\nclient_auth = \"yes\"").contains("server.tls.client_auth"));
         assert!(err("[server.tls]\nmin_version = \"1.1\"").contains("server.tls.min_version"));
         assert!(err("[server.tls]\nkey_file = \"k.pem\"").contains("server.tls.cert_file"));

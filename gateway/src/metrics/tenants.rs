@@ -14,6 +14,8 @@ pub struct TenantMetrics {
     pub denials: IntCounterVec,
     /// Refusals by tenant and quota (rate, watches, leases, keys, bytes).
     pub quota_refusals: IntCounterVec,
+    /// Writes held to a storage quota that the mirror could not count, by tenant.
+    pub quota_uncounted: IntCounterVec,
     /// Watchers open, by tenant.
     pub watchers: IntGaugeVec,
     /// Keys and bytes stored in the namespace (keys and values as the tenant sees them), by
@@ -54,6 +56,11 @@ impl TenantMetrics {
                 "keygate_tenant_quota_refusals_total",
                 "Requests refused by a tenant quota, by tenant and quota.",
                 &["tenant", "quota"],
+            )?,
+            quota_uncounted: counter(
+                "keygate_tenant_quota_uncounted_total",
+                "Writes held to a storage quota while the mirror could not count the namespace.",
+                &["tenant"],
             )?,
             watchers: gauge("keygate_tenant_watchers", "Watchers a tenant has open.")?,
             stored_keys: gauge(

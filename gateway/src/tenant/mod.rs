@@ -30,6 +30,8 @@ pub struct Tenants {
     mirror: Option<Mirror>,
     pool: Pool,
     known: Mutex<HashMap<Bytes, Arc<Tenant>>>,
+    /// When a write that could not be counted was last logged.
+    uncounted_logged: Mutex<Option<std::time::Instant>>,
 }
 
 /// One tenant.
@@ -57,6 +59,7 @@ impl Tenants {
             mirror,
             pool,
             known: Mutex::new(HashMap::new()),
+            uncounted_logged: Mutex::new(None),
         });
         if config.usage_interval_ms > 0 && tenants.mirror.is_some() {
             let every = Duration::from_millis(config.usage_interval_ms);

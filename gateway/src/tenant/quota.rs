@@ -3,10 +3,11 @@
 
 use super::{Tenant, Tenants, NO_SPACE, TOO_MANY_REQUESTS};
 use crate::describe::Description;
+use crate::errors::GatewayError;
 use crate::mirror::{Counted, Usage};
 use keygate_proto::etcdserverpb::{lease_client::LeaseClient, LeaseLeasesRequest};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::Status;
 
 /// A tenant's writes admitted under its storage quota that the mirror may not count yet: each
@@ -69,11 +70,37 @@ impl Drop for StorageClaim {
 }
 
 impl Tenants {
+    /// A write the mirror could not count for its tenant's storage quota: counted, logged (once
+    /// a minute at most), and let through or refused as configured.
+    fn uncounted(&self, tenant: &Tenant) -> Result<Option<StorageClaim>, Status> {
+        let metric = self
+            .metrics
+            .quota_uncounted
+            .with_label_values(&[&tenant.label]);
+        metric.inc();
+        let refuse = self.config.uncounted_writes == "refuse";
+        if let Ok(mut last) = self.uncounted_logged.lock() {
+            if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                *last = Some(Instant::now());
+                tracing::warn!(
+                    tenant = %tenant.label,
+                    uncounted_so_far = metric.get(),
+                    refused = refuse,
+                    "storage quota not checked: the mirror cannot count now (tenants.uncounted_writes)"
+                );
+            }
+        }
+        if refuse {
+            return Err(GatewayError::QuotaUncounted.into());
+        }
+        Ok(None)
+    }
+
     /// The storage quotas of a write: refused when it would add keys or bytes past them,
     /// counting what the namespace holds and the writes admitted before it that the mirror
     /// does not have yet. Deletes and writes that shrink the namespace always pass. When the
-    /// mirror cannot count (not loaded, behind), the write is let through and logged. The claim
-    /// returned must be held until the write is answered.
+    /// mirror cannot count (not loaded, behind), `tenants.uncounted_writes` says whether the
+    /// write goes through. The claim returned must be held until the write is answered.
     pub async fn check_storage(
         &self,
         tenant: &Arc<Tenant>,
@@ -101,8 +128,7 @@ impl Tenants {
             .usage((&start, &end), ns.prefix().len(), &keys, cap)
             .await
         else {
-            tracing::warn!(tenant = %tenant.label, "storage quota not checked: the mirror cannot count now");
-            return Ok(None);
+            return self.uncounted(tenant);
         };
         let (mut add_keys, mut add_bytes) = (0u64, 0i64);
         for ((key, value), old) in what.puts.iter().zip(sizes) {
