@@ -6,11 +6,22 @@
 // directly against etcd and one run through keygate print the same lines.
 //
 //   node session.mjs 127.0.0.1:2379 some/prefix/
+//   ETCD_CA=ca.pem ETCD_CERT=client.pem ETCD_KEY=client-key.pem node session.mjs https://127.0.0.1:2379 p/
 
+import { readFileSync } from 'node:fs';
 import { Etcd3 } from 'etcd3';
 
 const [endpoint, prefix] = process.argv.slice(2);
-const client = new Etcd3({ hosts: endpoint.includes('://') ? endpoint : `http://${endpoint}` });
+const { ETCD_CA, ETCD_CERT, ETCD_KEY } = process.env;
+const credentials = ETCD_CA && {
+  rootCertificate: readFileSync(ETCD_CA),
+  certChain: ETCD_CERT && readFileSync(ETCD_CERT),
+  privateKey: ETCD_KEY && readFileSync(ETCD_KEY),
+};
+const client = new Etcd3({
+  hosts: endpoint.includes('://') ? endpoint : `http://${endpoint}`,
+  credentials,
+});
 let base = 0;
 
 // Revision 0 (a deleted key's create revision) stays 0.

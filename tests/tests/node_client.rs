@@ -2,13 +2,15 @@
 //! and gRPC stack) runs one session — KV with range options, historic reads, prev_kv, txns, a
 //! lease with keep-alive and time-to-live, live and replayed watches, a lock, an election, etcd's
 //! errors — directly against etcd and through keygate, and prints the same transcript both ways
-//! (`tests/node/session.mjs`; revisions relative to the session's first write).
+//! (`tests/node/session.mjs`; revisions relative to the session's first write) — through keygate
+//! in plain text, and over TLS with a client certificate.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use keygate_tests::pki::{CertFiles, TestPki};
 use keygate_tests::{EtcdCluster, Keygate};
 use tokio::process::Command;
 
@@ -34,12 +36,21 @@ async fn install(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn session(dir: &Path, endpoint: &str, prefix: &str) -> Result<String> {
-    let run = Command::new("node")
-        .arg(dir.join("session.mjs"))
-        .args([endpoint, prefix])
-        .stdin(Stdio::null())
-        .output();
+/// One session against `endpoint`, over TLS with `tls` (CA, client certificate) when given.
+async fn session(
+    dir: &Path,
+    endpoint: &str,
+    prefix: &str,
+    tls: Option<(&TestPki, &CertFiles)>,
+) -> Result<String> {
+    let mut node = Command::new("node");
+    node.arg(dir.join("session.mjs")).args([endpoint, prefix]);
+    if let Some((pki, client)) = tls {
+        node.env("ETCD_CA", pki.ca())
+            .env("ETCD_CERT", &client.cert)
+            .env("ETCD_KEY", &client.key);
+    }
+    let run = node.stdin(Stdio::null()).output();
     let out = tokio::time::timeout(Duration::from_secs(120), run)
         .await
         .context("the Node session timed out")??;
@@ -52,14 +63,8 @@ async fn session(dir: &Path, endpoint: &str, prefix: &str) -> Result<String> {
     Ok(stdout)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_etcd3_session_is_the_same_through_keygate() -> Result<()> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
-    install(&dir).await?;
-    let etcd = EtcdCluster::start(1).await?;
-    let keygate = Keygate::start(&etcd.client_urls(), &[]).await?;
-    let direct = session(&dir, &etcd.endpoint(0), "direct/").await?;
-    let through = session(&dir, keygate.addr(), "keygate/").await?;
+/// The same transcript from both sessions, step by step.
+fn same(direct: &str, through: &str, keygate: &Keygate) -> Result<()> {
     let steps = direct.lines().count();
     ensure!(
         steps == 30,
@@ -77,4 +82,44 @@ async fn node_etcd3_session_is_the_same_through_keygate() -> Result<()> {
         "through keygate:\n{through}"
     );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_etcd3_session_is_the_same_through_keygate() -> Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
+    install(&dir).await?;
+    let etcd = EtcdCluster::start(1).await?;
+    let keygate = Keygate::start(&etcd.client_urls(), &[]).await?;
+    let direct = session(&dir, &etcd.endpoint(0), "direct/", None).await?;
+    let through = session(&dir, keygate.addr(), "keygate/", None).await?;
+    same(&direct, &through, &keygate)
+}
+
+/// Node's TLS (OpenSSL) and HTTP/2 against keygate terminating TLS with client certificates
+/// required: the same transcript as etcd's over plain TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_etcd3_session_over_tls_is_the_same_through_keygate() -> Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node");
+    install(&dir).await?;
+    let pki = TestPki::new("node")?;
+    let (server, client) = (
+        pki.server("server", "keygate")?,
+        pki.client("client", "node")?,
+    );
+    let config = pki.dir().join("keygate.toml");
+    let toml = format!(
+        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n\
+         client_auth = \"required\"\n",
+        server.cert,
+        server.key,
+        pki.ca()
+    );
+    std::fs::write(&config, toml)?;
+    let etcd = EtcdCluster::start(1).await?;
+    let config = config.to_string_lossy().into_owned();
+    let keygate = Keygate::start(&etcd.client_urls(), &["--config", &config]).await?;
+    let direct = session(&dir, &etcd.endpoint(0), "direct/", None).await?;
+    let url = format!("https://{}", keygate.addr());
+    let through = session(&dir, &url, "keygate/", Some((&pki, &client))).await?;
+    same(&direct, &through, &keygate)
 }
