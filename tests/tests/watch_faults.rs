@@ -4,7 +4,8 @@
 //! of its watchers got an unbroken prefix of its events, then (having fallen off the window) a
 //! cancel with compact_revision — never a gap. And a watch resumed across a keygate restart
 //! (from a revision seen through the previous keygate) is served by the hub from the
-//! backfilled window. (The leader kill is in watch_faults_leader.rs.)
+//! backfilled window; and the hub's watchers carry on upstream when the mirror goes over its
+//! memory budget. (The leader kill is in watch_faults_leader.rs.)
 
 mod watch_faults_common;
 
@@ -399,6 +400,44 @@ async fn a_watch_from_before_the_window_moves_to_the_hub() -> Result<()> {
     ensure!(
         revs(&events) == [last] && handovers == 1.0,
         "after the hand-over: events {:?}, {handovers} hand-overs",
+        revs(&events)
+    );
+    Ok(())
+}
+
+/// When the keyspace outgrows `mirror.max_bytes` the mirror drops it and stops following etcd;
+/// the hub's watchers carry on, each on an upstream watch of its own from the revision it is
+/// owed, with nothing lost or repeated (they used to hear nothing more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_carry_on_when_the_mirror_goes_over_its_budget() -> Result<()> {
+    let cluster = EtcdCluster::start(1).await?;
+    let mut direct = cluster.clients(0).await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(&config, "[mirror]\nmax_bytes = 100000\n")?;
+    let config = config.to_string_lossy().into_owned();
+    let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;
+    wait_serving(&keygate).await?;
+    let via = keygate.clients().await?;
+    let mut stream = WatchStream::open(&via, prefix_watch("w/", 0)).await?;
+    ensure!(stream.next(T).await?.created, "no created response");
+    let first = put(&mut direct, "w/1".into(), b("1")).await?;
+    let events = stream.events_until(b"w/1", T).await?;
+    ensure!(revs(&events) == [first], "events {:?}", revs(&events));
+
+    let big = Bytes::from(vec![b'x'; 200_000]);
+    let over = put(&mut direct, "big".into(), big).await?;
+    keygate_tests::process::poll_until(T, "the mirror out of service", || async {
+        Ok(metric(keygate.addr(), "keygate_mirror_serving").await? == 0.0)
+    })
+    .await?;
+    let second = put(&mut direct, "w/2".into(), b("2")).await?;
+    let third = put(&mut direct, "w/3".into(), b("3")).await?;
+    let events = stream.events_until(b"w/3", T).await?;
+    let upstream = metric(keygate.addr(), "keygate_watch_upstream_streams").await?;
+    ensure!(
+        revs(&events) == [second, third] && upstream == 1.0 && over < second,
+        "after the mirror dropped the keyspace: events {:?}, {upstream} upstream watches",
         revs(&events)
     );
     Ok(())

@@ -217,6 +217,12 @@ impl Mirror {
         !auth_on && !self.shared.over_budget.load(Ordering::Acquire)
     }
 
+    /// True while the mirror has dropped the keyspace for outgrowing `mirror.max_bytes`: it
+    /// follows etcd no more, and the hub's watchers need upstream watches of their own.
+    pub fn dropped(&self) -> bool {
+        self.shared.over_budget.load(Ordering::Acquire)
+    }
+
     /// The highest revision keygate has returned to any client.
     pub fn seen(&self) -> i64 {
         self.seen.get()
@@ -340,6 +346,8 @@ impl Shared {
         if let Ok(mut current) = self.store.write() {
             *current = Store::default();
         }
+        // Wakes the watch streams: their watchers move to upstream watches of their own.
+        self.revision.send_modify(|_| {});
     }
 
     /// Applies the events of a watch response; false when the store outgrew its budget.

@@ -268,6 +268,9 @@ impl Stream {
 
     /// Sends every hub watcher the events it is owed, up to the mirror's revision.
     async fn deliver(&mut self) -> Result<(), Ended> {
+        if self.hub.mirror.dropped() {
+            self.move_upstream();
+        }
         self.hand_over_ready().await;
         let current = self.hub.mirror.revision();
         let ids: Vec<i64> = self.watchers.keys().copied().collect();

@@ -102,6 +102,33 @@ impl Watcher {
         self.prev_kv
     }
 
+    /// The create request that watches what this watcher does from the revision it is owed:
+    /// for an upstream watch of its own that carries on where the hub stopped.
+    pub fn resume_request(&self) -> WatchCreateRequest {
+        let range_end = match &self.end {
+            End::Single => Bytes::new(),
+            End::FromKey => Bytes::from_static(b"\0"),
+            End::Before(end) => end.clone(),
+        };
+        let filters = [
+            (self.no_put, FilterType::Noput),
+            (self.no_delete, FilterType::Nodelete),
+        ];
+        WatchCreateRequest {
+            key: self.key.clone(),
+            range_end,
+            start_revision: self.next,
+            progress_notify: self.progress_notify,
+            filters: (filters.iter())
+                .filter(|(on, _)| *on)
+                .map(|(_, f)| *f as i32)
+                .collect(),
+            prev_kv: self.prev_kv,
+            watch_id: self.id,
+            fragment: self.fragment,
+        }
+    }
+
     /// This watcher's events among those of `revisions`, filtered and with prev_kv only when
     /// asked for. A tenant's watcher gets its events without the namespace; an event outside it fails
     /// the stream rather than reach the tenant.

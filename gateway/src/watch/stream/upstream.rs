@@ -98,6 +98,20 @@ impl Stream {
         Ok(())
     }
 
+    /// The mirror has dropped the keyspace (over its memory budget) and stopped following etcd:
+    /// every hub watcher carries on from the revision it is owed on an upstream watch of its
+    /// own, and the client sees no difference. They come back to the hub once the mirror serves
+    /// again.
+    pub(super) fn move_upstream(&mut self) {
+        for (id, mut watcher) in std::mem::take(&mut self.watchers) {
+            let create = watcher.resume_request();
+            let tenancy = watcher.tenancy.take();
+            self.hub.metrics.watchers.dec();
+            // Its created response was sent when the client created it.
+            let _ = self.create_dedicated(id, create, tenancy);
+        }
+    }
+
     /// Hands over every dedicated watcher that can move to the hub now.
     pub(super) async fn hand_over_ready(&mut self) {
         if self.dedicated.is_empty() || !self.hub.mirror.serving() {
