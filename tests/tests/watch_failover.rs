@@ -1,11 +1,12 @@
 //! Watches through keygate while etcd members die and come back: the event stream matches
-//! etcd's own history exactly — no gap, no duplicate, no reordering.
+//! etcd's own history exactly — no gap, no duplicate, no reordering; and they leave a member
+//! that stops answering within seconds.
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
-use keygate_proto::etcdserverpb::{PutRequest, RangeRequest};
+use keygate_proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
 use keygate_proto::mvccpb::Event;
 use keygate_tests::watch::{prefix_watch, WatchStream};
 use keygate_tests::{Clients, EtcdCluster, Keygate};
@@ -143,5 +144,67 @@ async fn watch_under_faults(schedule: &[(usize, Fault)]) -> Result<()> {
             keygate.log_tail(30)
         );
     }
+    Ok(())
+}
+
+/// The member keygate's watches are on stops answering (paused: a frozen process, a stalled
+/// disk). Its connection stays open and HTTP/2 keep-alive would notice only after 5–15 s; the
+/// health checker marks the member down within a second or two, and the watches move to another
+/// member then: a write made once the member is marked down reaches the watcher within seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn watches_leave_a_member_that_stops_answering_within_seconds() -> Result<()> {
+    let cluster = EtcdCluster::start(3).await?;
+    let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
+    let mut c = keygate.clients().await?;
+    let serving = || async {
+        let body = keygate_tests::watch_record::scrape(keygate.addr()).await?;
+        Ok(body.contains("keygate_mirror_serving 1"))
+    };
+    keygate_tests::process::poll_until(RESPONSE_TIMEOUT, "the mirror serving", serving).await?;
+    let mut watch = WatchStream::open(&c, prefix_watch("p/", 0)).await?;
+    ensure!(watch.next(RESPONSE_TIMEOUT).await?.created, "not created");
+    put_retrying(&mut c, "p/0".into(), "before".into()).await?;
+    watch.events_until(b"p/0", RESPONSE_TIMEOUT).await?;
+
+    // keygate follows the leader: pause it.
+    let mut leader = None;
+    for i in 0..cluster.len() {
+        let mut member = cluster.clients(i).await?;
+        let status = member
+            .maintenance
+            .status(StatusRequest {})
+            .await?
+            .into_inner();
+        if status.header.is_some_and(|h| h.member_id == status.leader) {
+            leader = Some(i);
+        }
+    }
+    let leader = leader.context("no leader")?;
+    cluster.pause(leader)?;
+    let down = format!(
+        "keygate_upstream_member_healthy{{member=\"{}\"}} 0",
+        cluster.endpoint(leader)
+    );
+    let addr = keygate.addr().to_string();
+    keygate_tests::process::poll_until(RESPONSE_TIMEOUT, "the paused member marked down", || {
+        let (down, addr) = (down.clone(), addr.clone());
+        async move {
+            let body = keygate_tests::watch_record::scrape(&addr).await?;
+            Ok(body.contains(&down))
+        }
+    })
+    .await?;
+    put_retrying(&mut c, "p/1".into(), "during".into()).await?;
+    let written = std::time::Instant::now();
+    let events = watch.events_until(b"p/1", Duration::from_secs(5)).await;
+    let waited = written.elapsed();
+    cluster.resume(leader)?;
+    let events = events.with_context(|| {
+        format!(
+            "no event within 5 s of the write ({waited:?})\n{}",
+            keygate.log_tail(20)
+        )
+    })?;
+    ensure!(events.len() == 1, "events {events:?}");
     Ok(())
 }

@@ -164,6 +164,9 @@ async fn check_auth(shared: &Shared, member: &crate::upstream::Member) -> bool {
     probed && enabled
 }
 
+/// How long the periodic auth check waits for the member's answer.
+const AUTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// While authentication is on and can only be asked about with a failed Authenticate (etcd
 /// 3.4), the mirror asks every this many auth checks instead of every one.
 const AUTH_PROBE_EVERY: u32 = 30;
@@ -213,9 +216,18 @@ async fn watch(shared: &Shared, pool: &Pool) -> End {
         let message = tokio::select! {
             message = stream.message() => message,
             _ = auth_check.tick() => {
+                // A member that stopped answering (paused, its disk stalled) holds the watch
+                // silently until HTTP/2 keep-alive gives up; the health checker knows sooner.
+                if pool.should_leave(&member) {
+                    return End::Failed("the member is unhealthy".into());
+                }
                 ticks = ticks.wrapping_add(1);
                 if !probed_on || ticks % AUTH_PROBE_EVERY == 0 {
-                    probed_on = check_auth(shared, &member).await;
+                    // Bounded: a member that stops answering must not hold this loop.
+                    let check = check_auth(shared, &member);
+                    if let Ok(on) = tokio::time::timeout(AUTH_CHECK_TIMEOUT, check).await {
+                        probed_on = on;
+                    }
                 }
                 continue;
             }

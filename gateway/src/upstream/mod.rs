@@ -87,6 +87,13 @@ impl Pool {
             .ok_or(GatewayError::NoHealthyMember)
     }
 
+    /// Whether a stream on `member` should move: the health checker has marked it down and
+    /// another member up (with none up, the marks may be stale and moving helps nothing).
+    pub fn should_leave(&self, member: &Arc<Member>) -> bool {
+        !member.is_healthy()
+            && (self.members().iter()).any(|m| !Arc::ptr_eq(m, member) && m.is_healthy())
+    }
+
     /// Picks a member other than those already tried, for a retry.
     pub fn pick_excluding(&self, tried: &[Arc<Member>]) -> Option<Arc<Member>> {
         let fresh = |m: &&Arc<Member>| !tried.iter().any(|t| Arc::ptr_eq(t, m));

@@ -189,9 +189,19 @@ async fn run(
         if asked && ask(&tx).await.is_err() {
             return;
         }
+        let every = Duration::from_secs(1);
+        let mut health = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             let message = tokio::select! {
                 message = stream.message() => message,
+                // A member that stopped answering holds the watch until HTTP/2 keep-alive
+                // gives up; the health checker knows sooner: resume elsewhere.
+                _ = health.tick() => {
+                    if !pool.should_leave(&member) {
+                        continue;
+                    }
+                    break;
+                }
                 changed = asks.changed() => {
                     if changed.is_err() {
                         return; // the stream is gone
