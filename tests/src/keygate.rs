@@ -30,8 +30,29 @@ impl Keygate {
     /// Runs `keygate serve --listen 127.0.0.1:0 --ready-file F --endpoints E,.. <extra_args>`
     /// and waits for the ready file, which holds the bound address.
     pub async fn start(endpoints: &[String], extra_args: &[&str]) -> Result<Self> {
-        let bin = keygate_bin()?;
         let dir = tempfile::Builder::new().prefix("keygate-gw-").tempdir()?;
+        Self::launch(dir, endpoints, extra_args).await
+    }
+
+    /// `start` with `--config` a file holding `toml`, written in keygate's own directory.
+    pub async fn start_with_config(
+        endpoints: &[String],
+        toml: &str,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("keygate-gw-").tempdir()?;
+        let config = dir.path().join("keygate.toml");
+        std::fs::write(&config, toml)?;
+        let config = config.to_string_lossy().into_owned();
+        let args: Vec<&str> = ["--config", config.as_str()]
+            .into_iter()
+            .chain(extra_args.iter().copied())
+            .collect();
+        Self::launch(dir, endpoints, &args).await
+    }
+
+    async fn launch(dir: TempDir, endpoints: &[String], extra_args: &[&str]) -> Result<Self> {
+        let bin = keygate_bin()?;
         let ready_file = dir.path().join("ready");
         let log_path = dir.path().join("keygate.log");
         let log = File::create(&log_path)?;

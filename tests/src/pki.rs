@@ -78,6 +78,16 @@ impl TestPki {
         self.issue(file, cn, &["127.0.0.1", "localhost"], false)
     }
 
+    /// keygate's `[server.tls]` table: `server`'s certificate, client certificates verified
+    /// against this CA (`client_auth`: "required" or "optional").
+    pub fn server_tls(&self, server: &CertFiles, client_auth: &str) -> String {
+        format!(
+            "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n\
+             client_auth = {client_auth:?}\n",
+            server.cert, server.key, self.ca
+        )
+    }
+
     /// A client certificate with CN `cn`.
     pub fn client(&self, file: &str, cn: &str) -> Result<CertFiles> {
         self.issue(file, cn, &[], false)

@@ -106,18 +106,9 @@ async fn node_etcd3_session_over_tls_is_the_same_through_keygate() -> Result<()>
         pki.server("server", "keygate")?,
         pki.client("client", "node")?,
     );
-    let config = pki.dir().join("keygate.toml");
-    let toml = format!(
-        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n\
-         client_auth = \"required\"\n",
-        server.cert,
-        server.key,
-        pki.ca()
-    );
-    std::fs::write(&config, toml)?;
     let etcd = EtcdCluster::start(1).await?;
-    let config = config.to_string_lossy().into_owned();
-    let keygate = Keygate::start(&etcd.client_urls(), &["--config", &config]).await?;
+    let toml = pki.server_tls(&server, "required");
+    let keygate = Keygate::start_with_config(&etcd.client_urls(), &toml, &[]).await?;
     let direct = session(&dir, &etcd.endpoint(0), "direct/", None).await?;
     let url = format!("https://{}", keygate.addr());
     let through = session(&dir, &url, "keygate/", Some((&pki, &client))).await?;

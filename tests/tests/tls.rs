@@ -26,11 +26,8 @@ async fn tls_keygate(
     extra: &str,
 ) -> Result<Keygate> {
     let mut toml = format!(
-        "[server]\ndebug_endpoints = true\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n\
-         client_ca_file = {:?}\nclient_auth = {client_auth:?}\nreload_interval_ms = 200\n{extra}\n",
-        server.cert,
-        server.key,
-        pki.ca()
+        "[server]\ndebug_endpoints = true\n{}reload_interval_ms = 200\n{extra}\n",
+        pki.server_tls(server, client_auth)
     );
     if let Some(up) = upstream {
         toml.push_str(&format!(
@@ -40,17 +37,8 @@ async fn tls_keygate(
             up.key
         ));
     }
-    let path = write_config(pki.dir(), &toml)?;
-    Keygate::start(
-        &etcd.client_urls(),
-        &[
-            "--config",
-            path.to_str().unwrap_or_default(),
-            "--log-level",
-            "keygate=debug,info",
-        ],
-    )
-    .await
+    let debug = ["--log-level", "keygate=debug,info"];
+    Keygate::start_with_config(&etcd.client_urls(), &toml, &debug).await
 }
 
 fn write_config(dir: &Path, toml: &str) -> Result<PathBuf> {

@@ -31,11 +31,12 @@ const BIG_VALUE: usize = 8 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_stops_reading_delays_no_one_and_is_canceled_not_gapped() -> Result<()> {
     let cluster = EtcdCluster::start(1).await?;
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("keygate.toml");
-    std::fs::write(&config, "[mirror]\nwindow_revisions = 100\n")?;
-    let config = config.to_string_lossy().into_owned();
-    let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;
+    let keygate = Keygate::start_with_config(
+        &cluster.client_urls(),
+        "[mirror]\nwindow_revisions = 100\n",
+        &[],
+    )
+    .await?;
     wait_serving(&keygate).await?;
     let pid = keygate.pid().context("keygate not running")?;
     let via = keygate.clients().await?;
@@ -351,11 +352,12 @@ async fn a_watch_from_before_the_window_moves_to_the_hub() -> Result<()> {
     for i in 0..5 {
         put(&mut direct, format!("z/{i}"), b("old")).await?;
     }
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("keygate.toml");
-    std::fs::write(&config, "[mirror]\nbackfill_revisions = 0\n")?;
-    let config = config.to_string_lossy().into_owned();
-    let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;
+    let keygate = Keygate::start_with_config(
+        &cluster.client_urls(),
+        "[mirror]\nbackfill_revisions = 0\n",
+        &[],
+    )
+    .await?;
     wait_serving(&keygate).await?;
     let mut via = keygate.clients().await?;
     let upstream = || metric(keygate.addr(), "keygate_watch_upstream_streams");
@@ -412,11 +414,12 @@ async fn a_watch_from_before_the_window_moves_to_the_hub() -> Result<()> {
 async fn watchers_carry_on_when_the_mirror_goes_over_its_budget() -> Result<()> {
     let cluster = EtcdCluster::start(1).await?;
     let mut direct = cluster.clients(0).await?;
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("keygate.toml");
-    std::fs::write(&config, "[mirror]\nmax_bytes = 100000\n")?;
-    let config = config.to_string_lossy().into_owned();
-    let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;
+    let keygate = Keygate::start_with_config(
+        &cluster.client_urls(),
+        "[mirror]\nmax_bytes = 100000\n",
+        &[],
+    )
+    .await?;
     wait_serving(&keygate).await?;
     let via = keygate.clients().await?;
     let mut stream = WatchStream::open(&via, prefix_watch("w/", 0)).await?;

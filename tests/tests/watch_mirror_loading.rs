@@ -42,7 +42,6 @@ struct Loading {
     _cluster: EtcdCluster,
     direct: Clients,
     keygate: Keygate,
-    _dir: tempfile::TempDir,
     /// The revision of the last write before keygate started.
     listed: i64,
 }
@@ -54,18 +53,18 @@ async fn loading(key: &str) -> Result<Loading> {
     let mut direct = cluster.clients(0).await?;
     direct.fill_20mb("load/").await?;
     let listed = put(&mut direct, key.into(), b("0")).await?;
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("keygate.toml");
-    std::fs::write(&config, "[mirror]\npage_size = 5\nfirst_list_wait_ms = 0\n")?;
-    let config = config.to_string_lossy().into_owned();
-    let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;
+    let keygate = Keygate::start_with_config(
+        &cluster.client_urls(),
+        "[mirror]\npage_size = 5\nfirst_list_wait_ms = 0\n",
+        &[],
+    )
+    .await?;
     let serving = metric(keygate.addr(), "keygate_mirror_serving").await?;
     ensure!(serving == 0.0, "the mirror served before the test began");
     Ok(Loading {
         _cluster: cluster,
         direct,
         keygate,
-        _dir: dir,
         listed,
     })
 }
@@ -78,7 +77,6 @@ async fn a_watch_created_before_the_mirror_serves_starts_at_etcds_revision_and_m
         keygate,
         listed: before,
         _cluster,
-        _dir,
     } = loading("w/0").await?;
     let via = keygate.clients().await?;
     let gauge = |name: &'static str| metric(keygate.addr(), name);
@@ -154,7 +152,6 @@ async fn a_quiet_watch_from_an_explicit_revision_moves_to_the_hub_once_the_mirro
         keygate,
         listed,
         _cluster,
-        _dir,
     } = loading("q/0").await?;
     let via = keygate.clients().await?;
     let gauge = |name: &'static str| metric(keygate.addr(), name);

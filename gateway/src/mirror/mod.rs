@@ -228,9 +228,9 @@ impl Mirror {
         self.seen.get()
     }
 
-    /// Notes a revision returned to a client from etcd (not from the mirror).
-    pub fn observe(&self, revision: i64) {
-        self.seen.observe(revision);
+    /// Notes the revision of a response from etcd (not from the mirror) returned to a client.
+    pub fn observe(&self, response: &impl crate::revision::Revisioned) {
+        self.seen.observe_response(response);
     }
 
     /// The mirror's revision, as it changes.

@@ -12,7 +12,9 @@ use crate::metrics::RpcTimer;
 use crate::policy::audit::{Audit, Pending, StreamAudit};
 use crate::policy::stream::StreamCaller;
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
-use keygate_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use keygate_proto::etcdserverpb::{
+    ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse,
+};
 use std::collections::{BTreeMap, HashMap};
 use tokio::sync::mpsc;
 use tonic::{Code, Status, Streaming};
@@ -37,6 +39,18 @@ pub(super) struct Stream {
     caller: Option<StreamCaller>,
     /// The auditor every creation is reported to, when one is configured.
     audit: Option<StreamAudit>,
+}
+
+/// etcd's answer to a watch creation it refuses: created and canceled at once, with a reason.
+fn refusal(header: Option<ResponseHeader>, reason: &str) -> WatchResponse {
+    WatchResponse {
+        header,
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: reason.to_string(),
+        ..Default::default()
+    }
 }
 
 /// Why the stream ended.
@@ -134,14 +148,7 @@ impl Stream {
         self.hub.mirror.catch_up().await;
         let current = self.hub.mirror.revision();
         let header = Some(self.hub.mirror.header(current));
-        let refused = |reason: &str| WatchResponse {
-            header,
-            watch_id: -1,
-            created: true,
-            canceled: true,
-            cancel_reason: reason.to_string(),
-            ..Default::default()
-        };
+        let refused = |reason: &str| refusal(header, reason);
         // Described once, as the caller named it, for the authorizers and the audit.
         let what = (self.caller.is_some() || self.audit.is_some())
             .then(|| Description::of(&crate::method::WATCH, &create));
@@ -201,7 +208,8 @@ impl Stream {
         if !in_window || !self.hub.mirror.serving() {
             // From where the created response said, whatever etcd's revision is by now.
             create.start_revision = next;
-            return self.create_dedicated(id, create, watcher.tenancy);
+            self.create_dedicated(id, create, watcher.tenancy);
+            return Ok(());
         }
         self.watchers.insert(id, watcher);
         self.hub.metrics.watchers.inc();

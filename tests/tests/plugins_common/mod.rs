@@ -4,38 +4,16 @@
 use anyhow::{ensure, Result};
 use keygate_tests::pki::{CertFiles, TestPki};
 use keygate_tests::{CmdOutput, EtcdCluster, Etcdctl, Keygate};
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn write_config(dir: &std::path::Path, toml: &str) -> Result<PathBuf> {
-    let path = dir.join(format!("keygate-{}.toml", rand::random::<u32>()));
-    std::fs::write(&path, toml)?;
-    Ok(path)
-}
-
 /// Keygate with mTLS (the certificate's CN is the identity) and `plugins` (TOML tables).
 pub async fn keygate(pki: &TestPki, etcd: &EtcdCluster, plugins: &str) -> Result<Keygate> {
     let server = pki.server("keygate", "keygate")?;
-    let toml = format!(
-        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n\
-         client_auth = \"required\"\n{plugins}\n",
-        server.cert,
-        server.key,
-        pki.ca()
-    );
-    let path = write_config(pki.dir(), &toml)?;
-    Keygate::start(
-        &etcd.client_urls(),
-        &[
-            "--config",
-            path.to_str().unwrap_or_default(),
-            "--log-level",
-            "keygate=debug,info",
-        ],
-    )
-    .await
+    let toml = format!("{}{plugins}\n", pki.server_tls(&server, "required"));
+    let debug = ["--log-level", "keygate=debug,info"];
+    Keygate::start_with_config(&etcd.client_urls(), &toml, &debug).await
 }
 
 /// etcd's PERMISSION_DENIED, or a plugin's own reason with that code.

@@ -6,7 +6,7 @@ use crate::errors::GatewayError;
 use crate::namespace::Strip;
 use crate::watch::dedicated::{Dedicated, Report};
 use crate::watch::watcher::{Tenancy, Watcher};
-use keygate_proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
+use keygate_proto::etcdserverpb::WatchCreateRequest;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -20,12 +20,15 @@ impl Stream {
         id: i64,
         create: WatchCreateRequest,
         tenancy: Option<Tenancy>,
-    ) -> Result<(), Ended> {
+    ) {
         let pool = self.hub.pool.clone();
         let watch = Dedicated::spawn(pool, (id, create), tenancy, self.dedicated_tx.clone(), None);
+        self.keep_dedicated(id, watch);
+    }
+
+    fn keep_dedicated(&mut self, id: i64, watch: Dedicated) {
         self.dedicated.insert(id, watch);
         self.hub.metrics.upstream_streams.inc();
-        Ok(())
     }
 
     /// A watcher created while the mirror does not serve (it is loading, relisting or
@@ -43,29 +46,15 @@ impl Stream {
         let pool = self.hub.pool.clone();
         let (out, created) = (self.dedicated_tx.clone(), Some(created_tx));
         let watch = Dedicated::spawn(pool, (id, create), tenancy, out, created);
-        let mut resp = match tokio::time::timeout(CREATED_WAIT, created_rx).await {
-            Ok(Ok(resp)) => resp,
-            _ => {
-                let header = Some(self.hub.mirror.header(self.hub.mirror.revision()));
-                return self
-                    .send(WatchResponse {
-                        header,
-                        watch_id: -1,
-                        created: true,
-                        canceled: true,
-                        cancel_reason: GatewayError::NoHealthyMember.to_string(),
-                        ..Default::default()
-                    })
-                    .await;
-            }
+        let Ok(Ok(mut resp)) = tokio::time::timeout(CREATED_WAIT, created_rx).await else {
+            let header = Some(self.hub.mirror.header(self.hub.mirror.revision()));
+            let reason = GatewayError::NoHealthyMember.to_string();
+            return self.send(super::refusal(header, &reason)).await;
         };
         resp.watch_id = id;
-        self.hub
-            .mirror
-            .observe(resp.header.as_ref().map_or(0, |h| h.revision));
+        self.hub.mirror.observe(&resp);
         if !resp.canceled {
-            self.dedicated.insert(id, watch);
-            self.hub.metrics.upstream_streams.inc();
+            self.keep_dedicated(id, watch);
         }
         self.send(resp).await
     }
@@ -80,9 +69,7 @@ impl Stream {
                     return Err(Ended::Failed(status));
                 }
             }
-            self.hub
-                .mirror
-                .observe(resp.header.as_ref().map_or(0, |h| h.revision));
+            self.hub.mirror.observe(&resp);
             if resp.canceled {
                 self.dedicated.remove(&id);
                 self.hub.metrics.upstream_streams.dec();
@@ -108,7 +95,7 @@ impl Stream {
             let tenancy = watcher.tenancy.take();
             self.hub.metrics.watchers.dec();
             // Its created response was sent when the client created it.
-            let _ = self.create_dedicated(id, create, tenancy);
+            self.create_dedicated(id, create, tenancy);
         }
     }
 
