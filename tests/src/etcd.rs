@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tempfile::TempDir;
 
 use crate::bins::etcd_tool;
-use crate::process::{kill_and_reap, log_tail, poll_until, signal};
+use crate::process::{all_threads_stopped, kill_and_reap, log_tail, poll_until, signal};
 use crate::{http, ports, Clients};
 
 /// How long a member (or the whole cluster) may take to answer /health.
@@ -318,9 +318,19 @@ impl EtcdCluster {
         self.wait_healthy(i, START_TIMEOUT).await
     }
 
-    /// SIGSTOPs member `i`: it keeps its sockets but answers nothing.
+    /// SIGSTOPs member `i`: it keeps its sockets but answers nothing. Returns once the kernel
+    /// shows every thread of it stopped (state `T` in /proc), not merely signalled.
     pub fn pause(&self, i: usize) -> Result<()> {
-        signal(self.running_pid(i)?, "STOP")
+        let pid = self.running_pid(i)?;
+        signal(pid, "STOP")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if all_threads_stopped(pid)? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        bail!("member {i} (pid {pid}) did not stop within 5 s of SIGSTOP")
     }
 
     /// SIGCONTs member `i`.

@@ -20,6 +20,19 @@ pub fn signal(pid: u32, signal: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether every thread of `pid` is stopped: state `T`, after the command name (in parentheses)
+/// in /proc/<pid>/task/<tid>/stat.
+pub fn all_threads_stopped(pid: u32) -> Result<bool> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("stat"))?;
+        let state = stat.rsplit(')').next().map(str::trim_start);
+        if !state.is_some_and(|s| s.starts_with('T')) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Waits for `child` to exit, polling so a tokio worker is never blocked for long.
 pub async fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
     let deadline = Instant::now() + timeout;
