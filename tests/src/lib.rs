@@ -5,6 +5,7 @@ pub mod bins;
 pub mod clients;
 pub mod diff;
 pub mod etcd;
+pub mod etcd_divergence;
 pub mod etcdctl;
 pub mod grpc_diff;
 pub mod http;
