@@ -97,4 +97,10 @@ impl SeenRevision {
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Acquire)
     }
+
+    /// Starts over at `revision`: etcd's own revision went back (it was restored from a
+    /// snapshot), and a floor above it would hold every read back until etcd caught up.
+    pub fn reset(&self, revision: i64) {
+        self.0.store(revision, Ordering::Release);
+    }
 }

@@ -16,6 +16,8 @@ pub struct MirrorMetrics {
     pub barriers: IntCounter,
     pub barrier_batch: Histogram,
     pub relists: IntCounter,
+    /// Times etcd's keyspace was found rewound or replaced under the mirror.
+    pub rewinds: IntCounter,
     pub events: IntCounter,
     /// LIST answers from the cache of encoded answers, and those encoded afresh.
     pub list_cache: IntCounterVec,
@@ -77,6 +79,12 @@ impl MirrorMetrics {
             relists: counter(
                 "keygate_mirror_relists_total",
                 "Full lists of the keyspace loaded into the mirror.",
+            )?,
+            rewinds: counter(
+                "keygate_mirror_rewinds_total",
+                "Times etcd's keyspace was found not to be the history the mirror held (restored \
+                 from a snapshot, or another cluster behind the endpoints): the mirror relisted \
+                 and the hub canceled its watchers.",
             )?,
             events: counter(
                 "keygate_mirror_events_total",

@@ -79,6 +79,12 @@ impl ListCache {
         }
     }
 
+    /// Forgets every answer: etcd's keyspace went back, and a revision may now name another
+    /// state.
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+
     /// Bytes held (approximate: moka settles its counts lazily).
     pub fn bytes(&self) -> u64 {
         self.entries.weighted_size()

@@ -8,6 +8,7 @@ mod barrier;
 mod cache;
 mod coverage;
 mod range;
+mod rewind;
 mod store;
 mod sync;
 mod usage;
@@ -96,6 +97,13 @@ struct Shared {
     cluster_id: AtomicU64,
     member_id: AtomicU64,
     raft_term: AtomicU64,
+    /// The highest revision keygate has returned (shared with `Mirror`).
+    seen: Arc<SeenRevision>,
+    /// Counts the times etcd's keyspace went back under the mirror; watch streams cancel the
+    /// watchers they hold from before.
+    epoch: AtomicU64,
+    /// Wakes the mirror's watch when a read finds etcd's keyspace went back.
+    rewound: tokio::sync::Notify,
 }
 
 impl Mirror {
@@ -122,6 +130,9 @@ impl Mirror {
             cluster_id: AtomicU64::new(0),
             member_id: AtomicU64::new(0),
             raft_term: AtomicU64::new(0),
+            seen: seen.clone(),
+            epoch: AtomicU64::new(0),
+            rewound: tokio::sync::Notify::new(),
         });
         Mirror {
             shared,
@@ -150,7 +161,15 @@ impl Mirror {
         let needed = if req.serializable {
             self.seen.get()
         } else {
-            self.barrier.revision().await.ok_or(Declined::CatchUp)?
+            let held = self.shared.revision();
+            let now = self.barrier.revision().await.ok_or(Declined::CatchUp)?;
+            if now < held {
+                // The round trip began after `held` was read: etcd has gone back.
+                self.shared
+                    .rewind(now, "a linearizable read saw an older revision");
+                return Err(Declined::NotServing);
+            }
+            now
         };
         self.shared
             .wait_for(needed)
@@ -221,6 +240,13 @@ impl Mirror {
     /// follows etcd no more, and the hub's watchers need upstream watches of their own.
     pub fn dropped(&self) -> bool {
         self.shared.over_budget.load(Ordering::Acquire)
+    }
+
+    /// Changes each time etcd's keyspace goes back under the mirror (restored from a snapshot,
+    /// or another cluster behind the endpoints): watchers from before have been sent events
+    /// that etcd no longer has.
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch.load(Ordering::Acquire)
     }
 
     /// The highest revision keygate has returned to any client.

@@ -3,6 +3,7 @@
 //! A failed watch resumes from the mirror's revision + 1 on whichever member is healthy; a
 //! compacted resume point, or a memory budget overrun, starts over with a fresh list.
 
+use super::rewind::Resume;
 use super::store::Store;
 use super::Shared;
 use crate::upstream::Pool;
@@ -28,6 +29,8 @@ enum End {
     OverBudget,
     /// The stream or the member failed; resume from the mirror's revision.
     Failed(String),
+    /// etcd's keyspace went back under the mirror (see `rewind`): only a fresh list holds it.
+    Rewound,
 }
 
 pub(super) async fn run(shared: Arc<Shared>, pool: Pool) {
@@ -38,7 +41,7 @@ pub(super) async fn run(shared: Arc<Shared>, pool: Pool) {
                 over_budget(&shared).await;
                 continue;
             }
-            Err(End::Compacted) => continue,
+            Err(End::Compacted | End::Rewound) => continue,
             Err(End::Failed(e)) => {
                 tracing::debug!(error = %e, "mirror list failed; retrying");
                 tokio::time::sleep(RETRY).await;
@@ -66,6 +69,7 @@ pub(super) async fn run(shared: Arc<Shared>, pool: Pool) {
                     over_budget(&shared).await;
                     break;
                 }
+                End::Rewound => break,
                 End::Failed(e) => {
                     shared.set_connected(false);
                     tracing::warn!(error = %e, revision = shared.revision(), "mirror watch ended; resuming");
@@ -177,6 +181,7 @@ async fn watch(shared: &Shared, pool: &Pool) -> End {
         Ok(member) => member,
         Err(e) => return End::Failed(e.to_string()),
     };
+    let epoch = shared.epoch.load(std::sync::atomic::Ordering::Acquire);
     let create = WatchCreateRequest {
         key: Bytes::from_static(b"\0"),
         range_end: Bytes::from_static(b"\0"),
@@ -215,11 +220,16 @@ async fn watch(shared: &Shared, pool: &Pool) -> End {
     loop {
         let message = tokio::select! {
             message = stream.message() => message,
+            // A linearizable read found etcd behind the mirror.
+            () = shared.rewound.notified() => return End::Rewound,
             _ = auth_check.tick() => {
                 // A member that stopped answering (paused, its disk stalled) holds the watch
                 // silently until HTTP/2 keep-alive gives up; the health checker knows sooner.
                 if pool.should_leave(&member) {
                     return End::Failed("the member is unhealthy".into());
+                }
+                if shared.rewound_since(epoch) {
+                    return End::Rewound;
                 }
                 ticks = ticks.wrapping_add(1);
                 if !probed_on || ticks % AUTH_PROBE_EVERY == 0 {
@@ -246,12 +256,22 @@ async fn watch(shared: &Shared, pool: &Pool) -> End {
         if resp.canceled {
             return End::Failed(format!("watch canceled: {}", resp.cancel_reason));
         }
-        if let Some(header) = &resp.header {
-            shared.set_header(header);
-        }
         if resp.created {
+            let header = resp.header.unwrap_or_default();
+            match super::rewind::check_resume(shared, &member, &header).await {
+                Resume::Continues => {}
+                Resume::Rewound(revision, why) => {
+                    shared.rewind(revision, &why);
+                    return End::Rewound;
+                }
+                Resume::Unknown(e) => return End::Failed(e),
+            }
+            shared.set_header(&header);
             shared.set_connected(true);
             continue;
+        }
+        if let Some(header) = &resp.header {
+            shared.set_header(header);
         }
         if let Some(revision) = resp
             .events

@@ -1,6 +1,7 @@
 //! One downstream Watch stream served by the hub: its watchers, the requests that create and
 //! cancel them, and the delivery of their events from the mirror's event window.
 
+mod rewound;
 mod upstream;
 
 use super::dedicated::{Dedicated, Report};
@@ -39,6 +40,8 @@ pub(super) struct Stream {
     caller: Option<StreamCaller>,
     /// The auditor every creation is reported to, when one is configured.
     audit: Option<StreamAudit>,
+    /// The mirror's epoch the watchers were created in (see `rewound`).
+    epoch: u64,
 }
 
 /// etcd's answer to a watch creation it refuses: created and canceled at once, with a reason.
@@ -81,6 +84,7 @@ impl Stream {
             progress_owed: false,
             caller,
             audit,
+            epoch: hub.mirror.epoch(),
         };
         hub.metrics.streams.inc();
         let mut reading = true;
@@ -144,6 +148,8 @@ impl Stream {
     }
 
     async fn create(&mut self, mut create: WatchCreateRequest) -> Result<(), Ended> {
+        // Watchers from before etcd went back go first: the new one belongs to the new history.
+        self.cancel_if_rewound().await?;
         // Never start a watcher at a revision older than one some client has already seen.
         self.hub.mirror.catch_up().await;
         let current = self.hub.mirror.revision();
@@ -276,6 +282,7 @@ impl Stream {
 
     /// Sends every hub watcher the events it is owed, up to the mirror's revision.
     async fn deliver(&mut self) -> Result<(), Ended> {
+        self.cancel_if_rewound().await?;
         if self.hub.mirror.dropped() {
             self.move_upstream();
         }
