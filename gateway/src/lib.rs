@@ -29,8 +29,9 @@ use std::sync::Arc;
 
 /// Runs keygate until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let metrics =
+    let mut metrics =
         metrics::Metrics::new(prometheus::Registry::new()).context("registering metrics")?;
+    metrics.prefixes.configure(&config.metrics);
     let upstream_tls = tls::UpstreamTls::load(&config.upstream.tls)?;
     let pool = upstream::Pool::with_tls(&config.upstream, metrics.upstream.clone(), upstream_tls)
         .context("upstream.endpoints")?;

@@ -50,6 +50,8 @@ pub struct Config {
     pub lease: LeaseConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Requests by key prefix.
+    pub metrics: MetricsConfig,
     /// Who callers are: bearer tokens, anonymous access.
     pub identity: IdentityConfig,
     /// WebAssembly authorization plugins.
@@ -249,6 +251,26 @@ impl Default for LogConfig {
         Self {
             level: "info".to_string(),
             format: "text".to_string(),
+        }
+    }
+}
+
+/// Metrics beyond the fixed families.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// KV requests and their bytes by key prefix: the first key's first this many
+    /// `/`-separated segments (e.g. 2: `/registry/pods/`); 0 turns the families off.
+    pub prefix_depth: usize,
+    /// Distinct prefixes labeled; requests under later ones count as "other".
+    pub max_prefixes: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            prefix_depth: 0,
+            max_prefixes: 100,
         }
     }
 }

@@ -61,6 +61,12 @@ impl Config {
                 "must be at least 10",
             ));
         }
+        if self.metrics.prefix_depth > 0 && self.metrics.max_prefixes == 0 {
+            return Err(invalid(
+                "metrics.max_prefixes",
+                "must be greater than 0 when metrics.prefix_depth is set",
+            ));
+        }
         let s = &self.server;
         if s.max_request_bytes == 0 {
             return Err(invalid(
@@ -262,6 +268,9 @@ mod tests {
         assert!(err("[tenants.quota]\nrequests_per_second = -1.0").contains("tenants.quota"));
         assert!(err("[tenants.quota]\nwatchers = 1").contains("watchers"));
         assert!(err("[mirror]\nprefixes = [\"\"]").contains("mirror.prefixes"));
+        assert!(
+            err("[metrics]\nprefix_depth = 2\nmax_prefixes = 0").contains("metrics.max_prefixes")
+        );
     }
 
     #[test]

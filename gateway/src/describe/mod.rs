@@ -75,6 +75,12 @@ impl Description {
 /// default, which adds nothing.
 pub trait Describe {
     fn describe(&self, _d: &mut Description) {}
+
+    /// The first key a KV request names, as etcd will see it (for the key-prefix metrics);
+    /// `None` for requests that name no key.
+    fn first_key(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,10 @@ impl Describe for RangeRequest {
         d.flag(self.keys_only, "keys-only");
         d.flag(self.count_only, "count-only");
     }
+
+    fn first_key(&self) -> Option<&[u8]> {
+        Some(&self.key)
+    }
 }
 
 impl Describe for PutRequest {
@@ -28,12 +32,20 @@ impl Describe for PutRequest {
         d.flag(self.ignore_value, "ignore-value");
         d.flag(self.ignore_lease, "ignore-lease");
     }
+
+    fn first_key(&self) -> Option<&[u8]> {
+        Some(&self.key)
+    }
 }
 
 impl Describe for DeleteRangeRequest {
     fn describe(&self, d: &mut Description) {
         d.range(&self.key, &self.range_end, Access::Write);
         d.flag(self.prev_kv, "prev-kv");
+    }
+
+    fn first_key(&self) -> Option<&[u8]> {
+        Some(&self.key)
     }
 }
 
@@ -51,6 +63,22 @@ impl Describe for TxnRequest {
                 None => {}
             }
         }
+    }
+
+    fn first_key(&self) -> Option<&[u8]> {
+        if let Some(compare) = self.compare.first() {
+            return Some(&compare.key);
+        }
+        self.success
+            .iter()
+            .chain(&self.failure)
+            .find_map(|op| match &op.request {
+                Some(request_op::Request::RequestRange(r)) => r.first_key(),
+                Some(request_op::Request::RequestPut(r)) => r.first_key(),
+                Some(request_op::Request::RequestDeleteRange(r)) => r.first_key(),
+                Some(request_op::Request::RequestTxn(r)) => r.first_key(),
+                None => None,
+            })
     }
 }
 

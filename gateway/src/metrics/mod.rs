@@ -5,6 +5,7 @@ mod grpc;
 mod identity;
 mod mirror;
 mod plugins;
+mod prefixes;
 mod tenants;
 mod upstream;
 mod watch;
@@ -13,6 +14,7 @@ pub use grpc::{GrpcMetrics, RpcTimer};
 pub use identity::IdentityMetrics;
 pub use mirror::MirrorMetrics;
 pub use plugins::PluginMetrics;
+pub use prefixes::{Prefix, PrefixMetrics};
 pub use tenants::TenantMetrics;
 pub use upstream::UpstreamMetrics;
 pub use watch::WatchMetrics;
@@ -29,6 +31,7 @@ pub struct Metrics {
     pub watch: WatchMetrics,
     pub plugins: PluginMetrics,
     pub tenants: TenantMetrics,
+    pub prefixes: PrefixMetrics,
 }
 
 impl Metrics {
@@ -40,6 +43,7 @@ impl Metrics {
             watch: WatchMetrics::register(&registry)?,
             plugins: PluginMetrics::register(&registry)?,
             tenants: TenantMetrics::register(&registry)?,
+            prefixes: PrefixMetrics::register(&registry)?,
             registry,
         })
     }

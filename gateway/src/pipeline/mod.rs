@@ -14,7 +14,7 @@ use crate::errors;
 use crate::identity::{ConnectionInfo, Identifier, Identity};
 use crate::lease::LeaseHub;
 use crate::method::{self, Method};
-use crate::metrics::{Metrics, RpcTimer};
+use crate::metrics::{Metrics, Prefix, RpcTimer};
 use crate::mirror::{Declined, Mirror, RangeAnswer};
 use crate::namespace::{Confine, Namespace, Strip};
 use crate::policy::audit::{self, Audit, Pending};
@@ -51,6 +51,8 @@ struct Admitted {
     tenant: Option<Arc<Tenant>>,
     /// A write's claim on its tenant's storage quota, until it is answered.
     claim: Option<StorageClaim>,
+    /// A KV request's key prefix, when the key-prefix metrics are on.
+    prefix: Option<Prefix>,
 }
 
 impl Admitted {
@@ -135,12 +137,18 @@ impl Gateway {
         let who = audit
             .as_ref()
             .and_then(|_| request.extensions().get::<Identity>().cloned());
+        // Counted as etcd will see it: inside the caller's namespace.
+        let prefix = self
+            .metrics
+            .prefixes
+            .request(method.name, request.get_ref());
         Ok(Admitted {
             timer,
             audit,
             who,
             tenant,
             claim,
+            prefix,
         })
     }
 
@@ -404,18 +412,23 @@ impl Gateway {
 }
 
 /// Phase 7, respond: a tenant's response with the namespace taken off every key, and its
-/// size in the tenant's metrics.
+/// size in the tenant's and the key-prefix metrics.
 fn respond<Resp: Strip + Message>(
     admitted: &Admitted,
     method: &'static Method,
     result: Result<Response<Resp>, Status>,
 ) -> Result<Response<Resp>, Status> {
-    let Some(tenant) = &admitted.tenant else {
+    if admitted.tenant.is_none() && admitted.prefix.is_none() {
         return result;
-    };
+    }
     let mut response = result?;
-    response.get_mut().strip(&tenant.namespace)?;
-    tenant.bytes(method.name, "out", response.get_ref().encoded_len());
+    if let Some(tenant) = &admitted.tenant {
+        response.get_mut().strip(&tenant.namespace)?;
+        tenant.bytes(method.name, "out", response.get_ref().encoded_len());
+    }
+    if let Some(prefix) = &admitted.prefix {
+        prefix.response(method.name, response.get_ref().encoded_len());
+    }
     Ok(response)
 }
 
