@@ -53,7 +53,7 @@ fi
 # strings, its JSON gateway's error layout and its list speed.
 ETCD34_TESTS=(grpc_differential grpc_differential_txn grpc_differential_random mirror_differential
   mirror_consistency mirror_faults watch_conformance watch_failover etcdctl_e2e_kv node_client
-  tenant_differential mirror_auth mirror_rewind)
+  tenant_differential mirror_auth mirror_rewind watch_no_leader)
 if etcd34_dir=$(bash scripts/etcd34.sh "$KEYGATE_ETCD_BIN_DIR" | tail -n1); then
   if cargo nextest --version >/dev/null 2>&1; then
     check env KEYGATE_ETCD_BIN_DIR="$etcd34_dir" cargo nextest run -p keygate-tests --no-fail-fast \

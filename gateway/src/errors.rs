@@ -12,6 +12,10 @@ pub enum GatewayError {
     /// No etcd member is currently healthy enough to take the request.
     #[error("etcdserver: no healthy etcd member available (keygate)")]
     NoHealthyMember,
+    /// A stream that requires a leader (`hasleader` metadata) while no member has known one
+    /// for a while: etcd's own answer.
+    #[error("etcdserver: no leader")]
+    NoLeader,
     /// keygate is draining for shutdown.
     #[error("{SERVER_STOPPED}")]
     ShuttingDown,
@@ -34,7 +38,9 @@ impl GatewayError {
     /// The gRPC code etcd would use for the same condition.
     pub fn code(&self) -> Code {
         match self {
-            Self::NoHealthyMember | Self::ShuttingDown | Self::QuotaUncounted => Code::Unavailable,
+            Self::NoHealthyMember | Self::NoLeader | Self::ShuttingDown | Self::QuotaUncounted => {
+                Code::Unavailable
+            }
             Self::RequestTooLarge { .. } => Code::ResourceExhausted,
             Self::UnknownMethod { .. } | Self::UnknownService(_) => Code::Unimplemented,
         }

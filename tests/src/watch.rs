@@ -28,6 +28,16 @@ impl WatchStream {
     /// etcd sends the response headers with the first response, so the opening call only
     /// returns once a request is already on its way.
     pub async fn open(clients: &Clients, first: WatchCreateRequest) -> Result<Self> {
+        Self::open_with(clients, first, false).await
+    }
+
+    /// `open`, with `require_leader` sending etcd's `hasleader` metadata as etcd's Go client's
+    /// `WithRequireLeader` (and kube-apiserver) do.
+    pub async fn open_with(
+        clients: &Clients,
+        first: WatchCreateRequest,
+        require_leader: bool,
+    ) -> Result<Self> {
         let (requests, rx) = mpsc::channel(16);
         requests
             .send(WatchRequest {
@@ -35,12 +45,12 @@ impl WatchStream {
             })
             .await
             .map_err(|_| anyhow!("watch request channel closed"))?;
-        let responses = clients
-            .watch
-            .clone()
-            .watch(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if require_leader {
+            let value = tonic::metadata::MetadataValue::from_static("true");
+            request.metadata_mut().insert("hasleader", value);
+        }
+        let responses = clients.watch.clone().watch(request).await?.into_inner();
         Ok(Self {
             requests,
             responses,

@@ -80,9 +80,11 @@ impl LeaseHub {
         timer: RpcTimer,
         namespace: Option<Namespace>,
         audit: Option<(StreamAudit, &'static str)>,
+        leaderless: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> RpcStream<LeaseKeepAliveResponse> {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn((self.clone()).run(inbound, tx, timer, namespace, audit));
+        let run = (self.clone()).run(inbound, tx, timer, (namespace, audit), leaderless);
+        tokio::spawn(run);
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 
@@ -91,8 +93,8 @@ impl LeaseHub {
         mut inbound: Streaming<LeaseKeepAliveRequest>,
         out: tokio::sync::mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
         timer: RpcTimer,
-        namespace: Option<Namespace>,
-        audit: Option<(StreamAudit, &'static str)>,
+        (namespace, audit): (Option<Namespace>, Option<(StreamAudit, &'static str)>),
+        mut leaderless: Option<tokio::sync::watch::Receiver<bool>>,
     ) {
         let method = &crate::method::LEASE_KEEP_ALIVE;
         let code = loop {
@@ -104,6 +106,12 @@ impl LeaseHub {
                     break code;
                 }
                 () = out.closed() => break Code::Cancelled,
+                () = crate::upstream::leader_lost(&mut leaderless) => {
+                    let status = Status::from(crate::errors::GatewayError::NoLeader);
+                    let code = status.code();
+                    let _ = out.send(Err(status)).await;
+                    break code;
+                }
                 request = inbound.message() => request,
             };
             let id = match request {

@@ -4,6 +4,7 @@
 
 use super::{carries_credentials, ClientStream, Gateway, RpcStream, Upstream};
 use crate::describe::Description;
+use crate::errors::GatewayError;
 use crate::identity::Identity;
 use crate::method::{self, Method};
 use crate::policy::audit::{self, StreamAudit};
@@ -34,6 +35,7 @@ impl Gateway {
         let Some(hub) = hub.filter(|_| ready) else {
             return (self.bidi_stream(&method::WATCH, request, open_upstream)).await;
         };
+        let leaderless = self.leaderless(&request)?;
         let timer = self.metrics.grpc.start(&method::WATCH);
         let caller = self.watch_caller(&mut request);
         let admitted = (caller.as_ref()).map(|c| c.as_ref().is_some_and(|c| c.tenant.is_some()));
@@ -43,13 +45,35 @@ impl Gateway {
             Ok(caller) => {
                 let audit = self.stream_audit(&request);
                 let inbound = request.into_inner();
-                Ok(Response::new(hub.serve(inbound, timer, (caller, audit))))
+                let checks = (caller, audit);
+                Ok(Response::new(hub.serve(inbound, timer, checks, leaderless)))
             }
             Err(status) => {
                 timer.finish(status.code());
                 Err(status)
             }
         }
+    }
+
+    /// For a stream keygate serves itself that requires a leader (`hasleader` metadata, as
+    /// kube-apiserver's watches do): what tells it the cluster has been without one long enough
+    /// to end it, as etcd does; refused at once while that is already so.
+    fn leaderless<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<tokio::sync::watch::Receiver<bool>>, Status> {
+        let required = request
+            .metadata()
+            .get("hasleader")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        if !required {
+            return Ok(None);
+        }
+        let leaderless = self.pool.leaderless();
+        if *leaderless.borrow() {
+            return Err(GatewayError::NoLeader.into());
+        }
+        Ok(Some(leaderless))
     }
 
     /// The audit of a stream keygate serves itself, when an auditor is configured.
@@ -111,6 +135,7 @@ impl Gateway {
         else {
             return (self.bidi_stream(&method::LEASE_KEEP_ALIVE, request, open_upstream)).await;
         };
+        let leaderless = self.leaderless(&request)?;
         let timer = self.metrics.grpc.start(&method::LEASE_KEEP_ALIVE);
         // Single keep-alives are not put to the authorizers (the stream's opening is), but each
         // is audited.
@@ -125,7 +150,7 @@ impl Gateway {
                 let audit = self.stream_audit(&request).map(|a| (a, decision));
                 let inbound = request.into_inner();
                 Ok(Response::new(
-                    leases.serve(inbound, timer, namespace, audit),
+                    leases.serve(inbound, timer, namespace, audit, leaderless),
                 ))
             }
             Err(status) => {

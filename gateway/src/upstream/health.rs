@@ -22,6 +22,7 @@ pub(super) async fn check_all(pool: &Pool) {
     let members = pool.members();
     let checks = members.iter().map(|m| check(pool, m));
     futures::future::join_all(checks).await;
+    pool.note_leader();
 }
 
 async fn check(pool: &Pool, member: &Arc<Member>) {

@@ -11,9 +11,24 @@ use crate::config::UpstreamConfig;
 use crate::errors::GatewayError;
 use crate::metrics::UpstreamMetrics;
 use crate::tls::UpstreamTls;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
-use tokio::sync::Notify;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+
+/// How long no member may know a leader before streams that require one are ended: etcd's
+/// three election timeouts at its default timing.
+const LEADERLESS_AFTER: Duration = Duration::from_secs(3);
+
+/// Returns once the cluster has been without a leader long enough for etcd to end the streams
+/// that require one (`Pool::leaderless`); never, for a stream that does not (`None`).
+pub async fn leader_lost(leaderless: &mut Option<watch::Receiver<bool>>) {
+    if let Some(rx) = leaderless {
+        if rx.wait_for(|lost| *lost).await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
 
 /// The members keygate forwards to. Cheap to clone.
 #[derive(Clone)]
@@ -29,6 +44,10 @@ struct Inner {
     metrics: UpstreamMetrics,
     /// Wakes the health checker early after a request saw a member fail.
     recheck: Notify,
+    /// Since when no member has been healthy (answering, and knowing a leader).
+    leaderless_since: Mutex<Option<Instant>>,
+    /// True once that has lasted `LEADERLESS_AFTER`.
+    leaderless: watch::Sender<bool>,
 }
 
 impl Pool {
@@ -57,6 +76,8 @@ impl Pool {
                 tls,
                 metrics,
                 recheck: Notify::new(),
+                leaderless_since: Mutex::new(None),
+                leaderless: watch::Sender::new(false),
             }),
         })
     }
@@ -142,6 +163,31 @@ impl Pool {
 
     pub fn metrics(&self) -> &UpstreamMetrics {
         &self.inner.metrics
+    }
+
+    /// True once no member has known a leader for `LEADERLESS_AFTER`, as the health checker
+    /// sees it; streams that require a leader end then, as on etcd.
+    pub fn leaderless(&self) -> watch::Receiver<bool> {
+        self.inner.leaderless.subscribe()
+    }
+
+    /// After a round of health checks: whether the cluster has been without a leader long
+    /// enough for etcd to end the streams that require one.
+    fn note_leader(&self) {
+        let Ok(mut since) = self.inner.leaderless_since.lock() else {
+            return;
+        };
+        let lost = if self.any_healthy() {
+            *since = None;
+            false
+        } else {
+            since.get_or_insert_with(Instant::now).elapsed() >= LEADERLESS_AFTER
+        };
+        self.inner.leaderless.send_if_modified(|now| {
+            let changed = *now != lost;
+            *now = lost;
+            changed
+        });
     }
 
     /// True when at least one member is healthy.

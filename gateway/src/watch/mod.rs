@@ -102,12 +102,14 @@ impl Hub {
         }
     }
 
-    /// Serves one downstream Watch stream.
+    /// Serves one downstream Watch stream; with `leaderless` (the client sent `hasleader`), ends
+    /// it with etcd's "no leader" once the cluster has been without one for a while.
     pub fn serve(
         &self,
         inbound: Streaming<WatchRequest>,
         timer: RpcTimer,
         checks: (Option<StreamCaller>, Option<StreamAudit>),
+        leaderless: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> RpcStream<WatchResponse> {
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
         tokio::spawn(stream::Stream::run(
@@ -116,6 +118,7 @@ impl Hub {
             tx,
             timer,
             checks,
+            leaderless,
         ));
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
     }

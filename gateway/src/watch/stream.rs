@@ -69,6 +69,7 @@ impl Stream {
         out: Out,
         timer: RpcTimer,
         (caller, audit): (Option<StreamCaller>, Option<StreamAudit>),
+        mut leaderless: Option<tokio::sync::watch::Receiver<bool>>,
     ) {
         let (dedicated_tx, mut dedicated_rx) = mpsc::channel(64);
         let mut revision = hub.mirror.subscribe();
@@ -93,6 +94,7 @@ impl Stream {
                 biased;
                 () = hub.shutdown.wait() => Err(Ended::Failed(GatewayError::ShuttingDown.into())),
                 () = stream.out.closed() => Err(Ended::ClientGone),
+                () = crate::upstream::leader_lost(&mut leaderless) => Err(Ended::Failed(GatewayError::NoLeader.into())),
                 message = inbound.message(), if reading => match message {
                     Ok(Some(request)) => {
                         hub.grpc.message_received(&crate::method::WATCH);
