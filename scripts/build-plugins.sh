@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+if ! rustup target list --installed 2>/dev/null | grep -x wasm32-wasip2 >/dev/null; then
   rustup target add wasm32-wasip2 >&2
 fi
 target_dir=${CARGO_TARGET_DIR:-$root/target}

@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 etcd35_bin_dir=$1
 dir=target/etcd-3.4
-if ! "$dir/etcd" --version 2>/dev/null | grep -q "etcd Version: 3.4"; then
+# The version is read whole first: `etcd --version | grep -q` under pipefail fails at random
+# when grep exits before etcd has written everything (SIGPIPE).
+is_34() { [[ $("$dir/etcd" --version 2>/dev/null || true) == *"etcd Version: 3.4"* ]]; }
+if ! is_34; then
   rm -rf "$dir" target/etcd-3.4-deb
   mkdir -p target/etcd-3.4-deb
   if ! (cd target/etcd-3.4-deb && apt-get download etcd-server >&2); then
@@ -18,8 +21,7 @@ if ! "$dir/etcd" --version 2>/dev/null | grep -q "etcd Version: 3.4"; then
   dpkg-deb -x target/etcd-3.4-deb/etcd-server_*.deb target/etcd-3.4-deb/root
   mkdir -p "$dir"
   ln -s "$PWD/target/etcd-3.4-deb/root/usr/bin/etcd" "$dir/etcd"
-  "$dir/etcd" --version | grep -q "etcd Version: 3.4" \
-    || { echo "the etcd-server package is not etcd 3.4" >&2; exit 1; }
+  is_34 || { echo "the etcd-server package is not etcd 3.4" >&2; exit 1; }
 fi
 ln -sf "$etcd35_bin_dir/etcdctl" "$dir/etcdctl"
 ln -sf "$etcd35_bin_dir/etcdutl" "$dir/etcdutl"

