@@ -161,12 +161,15 @@ impl Mirror {
         let needed = if req.serializable {
             self.seen.get()
         } else {
-            let held = self.shared.revision();
+            let (held, epoch) = (self.shared.revision(), self.epoch());
             let now = self.barrier.revision().await.ok_or(Declined::CatchUp)?;
             if now < held {
-                // The round trip began after `held` was read: etcd has gone back.
-                self.shared
-                    .rewind(now, "a linearizable read saw an older revision");
+                // The round trip began after `held` was read: etcd has gone back (unless the
+                // mirror has noticed meanwhile and started over).
+                if self.epoch() == epoch {
+                    self.shared
+                        .rewind(now, "a linearizable read saw an older revision");
+                }
                 return Err(Declined::NotServing);
             }
             now
