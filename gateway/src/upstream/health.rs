@@ -21,11 +21,15 @@ pub(super) async fn run(pool: Pool) {
 pub(super) async fn check_all(pool: &Pool) {
     let members = pool.members();
     let checks = members.iter().map(|m| check(pool, m));
-    futures::future::join_all(checks).await;
-    pool.note_leader();
+    let results = futures::future::join_all(checks).await;
+    // Leaderless only on the members' own word: one that does not answer (dead, unreachable,
+    // slow under load) says nothing about the cluster's leader.
+    let leaderless = results.contains(&"no_leader") && !results.contains(&"ok");
+    pool.note_leader(leaderless);
 }
 
-async fn check(pool: &Pool, member: &Arc<Member>) {
+/// Checks one member; "ok", "no_leader" (it answered, knowing no leader) or "error".
+async fn check(pool: &Pool, member: &Arc<Member>) -> &'static str {
     let metrics = pool.metrics();
     let url = member.url();
     let mut client = MaintenanceClient::new(member.health_channel());
@@ -65,4 +69,5 @@ async fn check(pool: &Pool, member: &Arc<Member>) {
             tracing::warn!(member = %url, result, "etcd member is unhealthy");
         }
     }
+    result
 }

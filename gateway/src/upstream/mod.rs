@@ -44,7 +44,7 @@ struct Inner {
     metrics: UpstreamMetrics,
     /// Wakes the health checker early after a request saw a member fail.
     recheck: Notify,
-    /// Since when no member has been healthy (answering, and knowing a leader).
+    /// Since when the members that answer have known no leader.
     leaderless_since: Mutex<Option<Instant>>,
     /// True once that has lasted `LEADERLESS_AFTER`.
     leaderless: watch::Sender<bool>,
@@ -165,23 +165,24 @@ impl Pool {
         &self.inner.metrics
     }
 
-    /// True once no member has known a leader for `LEADERLESS_AFTER`, as the health checker
-    /// sees it; streams that require a leader end then, as on etcd.
+    /// True once the members that answer have known no leader for `LEADERLESS_AFTER`, as the
+    /// health checker sees it; streams that require a leader end then, as on etcd.
     pub fn leaderless(&self) -> watch::Receiver<bool> {
         self.inner.leaderless.subscribe()
     }
 
-    /// After a round of health checks: whether the cluster has been without a leader long
-    /// enough for etcd to end the streams that require one.
-    fn note_leader(&self) {
+    /// After a round of health checks (`leaderless`: a member answered without a leader, and
+    /// none with one): whether that has lasted long enough for etcd to end the streams that
+    /// require a leader.
+    fn note_leader(&self, leaderless: bool) {
         let Ok(mut since) = self.inner.leaderless_since.lock() else {
             return;
         };
-        let lost = if self.any_healthy() {
+        let lost = if leaderless {
+            since.get_or_insert_with(Instant::now).elapsed() >= LEADERLESS_AFTER
+        } else {
             *since = None;
             false
-        } else {
-            since.get_or_insert_with(Instant::now).elapsed() >= LEADERLESS_AFTER
         };
         self.inner.leaderless.send_if_modified(|now| {
             let changed = *now != lost;
