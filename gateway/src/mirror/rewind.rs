@@ -25,7 +25,8 @@ pub(super) enum Resume {
 
 impl Shared {
     /// Stops serving what the mirror holds, at once, and has it relist: etcd is at `revision`
-    /// now, behind what the mirror holds.
+    /// now, on another history than the one the mirror holds (behind it, or past it on other
+    /// writes).
     pub(super) fn rewind(&self, revision: i64, why: &str) {
         if !self.loaded.swap(false, Ordering::AcqRel) {
             return;
@@ -57,7 +58,7 @@ impl Shared {
         self.rewound.notify_waiters();
     }
 
-    /// Whether etcd's keyspace went back since `epoch` (read from `epoch`).
+    /// Whether the mirror has started over since it was at `epoch` (see `Mirror::epoch`).
     pub(super) fn rewound_since(&self, epoch: u64) -> bool {
         self.epoch.load(Ordering::Acquire) != epoch
     }
