@@ -11,6 +11,10 @@ echo "etcd binaries: ${KEYGATE_ETCD_BIN_DIR}"
 
 step() { echo; echo "==> $*"; }
 
+# The suite is built once per run: incremental caches would only add gigabytes of disk (CI
+# machines have little). Set CARGO_INCREMENTAL=1 to keep them while iterating.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # Node.js and npm, for the end-to-end test with Node's etcd3 client (tests/node).
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   step "apt-get install nodejs npm"
