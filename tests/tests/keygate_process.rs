@@ -1,11 +1,15 @@
 //! keygate as a process: ready file, HTTP endpoints on the client port and the metrics port,
-//! SIGTERM drain, and staying available when the etcd member it talks to dies.
+//! SIGTERM drain, staying available when the etcd member it talks to dies, and /health and
+//! writes through an out-of-space alarm.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
-use keygate_proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use keygate_proto::etcdserverpb::alarm_request::AlarmAction;
+use keygate_proto::etcdserverpb::{
+    AlarmRequest, AlarmType, PutRequest, RangeRequest, StatusRequest,
+};
 use keygate_tests::{http, ports, Clients, EtcdCluster, Keygate};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -150,5 +154,79 @@ async fn survives_the_death_of_an_etcd_member() -> Result<()> {
     ensure!(get(&mut direct, "k").await? == Some(Bytes::from_static(b"after")));
     put(&mut c, "k", "restarted").await?;
     ensure!(get(&mut c, "k").await? == Some(Bytes::from_static(b"restarted")));
+    Ok(())
+}
+
+/// An etcd out of space (the NOSPACE alarm, raised here through the Alarm RPC as etcd raises it
+/// when its backend outgrows the quota): /health answers as etcd's, with its options (an
+/// operator may exclude NOSPACE, or ask without a linearizable read); writes through keygate
+/// get etcd's error and reads still work; once the alarm is disarmed through keygate, writes
+/// work again.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_writes_follow_etcd_through_a_nospace_alarm() -> Result<()> {
+    let cluster = EtcdCluster::start(1).await?;
+    let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
+    let mut c = keygate.clients().await?;
+    put(&mut c, "before", "1").await?;
+    let nospace = |action: AlarmAction| AlarmRequest {
+        action: action as i32,
+        member_id: 0,
+        alarm: AlarmType::Nospace as i32,
+    };
+    let mut direct = cluster.clients(0).await?;
+    direct
+        .maintenance
+        .alarm(nospace(AlarmAction::Activate))
+        .await?;
+
+    for path in [
+        "/health",
+        "/health?exclude=NOSPACE",
+        "/health?serializable=true",
+    ] {
+        let etcd = http::get(&cluster.addr(0), path, HTTP_TIMEOUT).await?;
+        let through = http::get(keygate.addr(), path, HTTP_TIMEOUT).await?;
+        ensure!(
+            (through.status, &through.body) == (etcd.status, &etcd.body),
+            "{path}: keygate answered {through:?}, etcd {etcd:?}"
+        );
+        let healthy = path.contains("exclude");
+        ensure!(
+            etcd.body.contains(&format!(r#""health":"{healthy}""#)),
+            "{path}: etcd answered {etcd:?}"
+        );
+    }
+
+    let refused =
+        c.kv.put(PutRequest {
+            key: Bytes::from_static(b"during"),
+            value: Bytes::from_static(b"1"),
+            ..Default::default()
+        })
+        .await
+        .err()
+        .context("a put through keygate succeeded with NOSPACE raised")?;
+    ensure!(
+        refused.code() == tonic::Code::ResourceExhausted
+            && refused.message() == "etcdserver: mvcc: database space exceeded",
+        "put: {refused:?}"
+    );
+    ensure!(get(&mut c, "before").await? == Some(Bytes::from_static(b"1")));
+    let alarms = c
+        .maintenance
+        .alarm(nospace(AlarmAction::Get))
+        .await?
+        .into_inner();
+    ensure!(alarms.alarms.len() == 1, "alarm list: {alarms:?}");
+
+    c.maintenance
+        .alarm(nospace(AlarmAction::Deactivate))
+        .await?;
+    put(&mut c, "after", "1").await?;
+    let health = http::get(keygate.addr(), "/health", HTTP_TIMEOUT).await?;
+    ensure!(
+        health.status == 200 && health.body.contains(r#""health":"true""#),
+        "/health after the alarm: {health:?}"
+    );
     Ok(())
 }

@@ -40,7 +40,7 @@ impl HttpEndpoints {
             return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
         }
         match req.uri().path() {
-            "/health" => self.health().await,
+            "/health" => self.health(req.uri().query()).await,
             "/version" => self.version().await,
             "/livez" => text(StatusCode::OK, "ok"),
             "/readyz" => self.readyz(),
@@ -56,9 +56,15 @@ impl HttpEndpoints {
         }
     }
 
-    /// etcd's health answer from a healthy member; false when none is healthy.
-    async fn health(&self) -> Response<Body> {
-        if let Some(resp) = self.ask_member("/health").await {
+    /// etcd's health answer from a healthy member; false when none is healthy. The query goes
+    /// along: etcd reads `exclude=<alarm>` (e.g. a cluster out of space may still be called
+    /// healthy) and `serializable=true` from it.
+    async fn health(&self, query: Option<&str>) -> Response<Body> {
+        let path = match query {
+            Some(query) => format!("/health?{query}"),
+            None => "/health".to_string(),
+        };
+        if let Some(resp) = self.ask_member(&path).await {
             return resp;
         }
         json(
