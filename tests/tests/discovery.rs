@@ -1,12 +1,14 @@
 //! Member discovery: keygate configured with one member of a 3-member cluster learns the other
-//! two from MemberList, and keeps serving from them when the configured member dies.
+//! two from MemberList (at their https URLs when the members serve TLS), and keeps serving from
+//! them when the configured member dies.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use keygate_proto::etcdserverpb::{PutRequest, RangeRequest};
+use keygate_tests::pki::TestPki;
 use keygate_tests::process::poll_until;
-use keygate_tests::{http, EtcdCluster, Keygate};
+use keygate_tests::{http, EtcdCluster, EtcdTls, Keygate};
 
 async fn metric(addr: &str, line_prefix: &str) -> Result<Option<f64>> {
     let body = http::get(addr, "/metrics", Duration::from_secs(5))
@@ -109,5 +111,41 @@ async fn members_are_discovered_and_used_after_the_configured_one_dies() -> Resu
         },
     )
     .await?;
+    Ok(())
+}
+
+/// Members that serve clients over TLS are discovered at their https URLs and reached with
+/// keygate's upstream certificates.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_members_are_discovered_at_their_https_urls() -> Result<()> {
+    let pki = TestPki::new("discovery")?;
+    let member = pki.server("etcd", "etcd-member")?;
+    let tls = EtcdTls {
+        ca: pki.ca().to_path_buf(),
+        cert: member.cert.clone(),
+        key: member.key.clone(),
+    };
+    let cluster = EtcdCluster::start_tls(3, tls).await?;
+    let upstream = pki.client("keygate-upstream", "keygate")?;
+    let toml = format!(
+        "[upstream]\ndiscover_members = true\ndiscover_interval_ms = 200\nhealth_interval_ms = 100\n\
+         [upstream.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+        pki.ca(),
+        upstream.cert,
+        upstream.key
+    );
+    let keygate = Keygate::start_with_config(&[cluster.endpoint(0)], &toml, &[]).await?;
+    for i in 0..3 {
+        let healthy = format!(
+            "keygate_upstream_member_healthy{{member=\"{}\"}}",
+            cluster.endpoint(i)
+        );
+        poll_until(Duration::from_secs(15), &healthy, || {
+            let (addr, healthy) = (keygate.addr().to_string(), healthy.clone());
+            async move { Ok(metric(&addr, &healthy).await? == Some(1.0)) }
+        })
+        .await
+        .with_context(|| keygate.log_tail(20))?;
+    }
     Ok(())
 }

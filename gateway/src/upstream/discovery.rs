@@ -24,16 +24,12 @@ async fn discover(pool: &Pool) -> Result<(), tonic::Status> {
         })
         .await?
         .into_inner();
+    let tls = pool.tls().is_some();
     let urls: Vec<String> = list
         .members
         .iter()
         .filter(|m| !m.is_learner)
-        .filter_map(|m| {
-            m.client_ur_ls
-                .iter()
-                .find(|u| u.starts_with("http://"))
-                .cloned()
-        })
+        .filter_map(|m| reachable_url(&m.client_ur_ls, tls))
         .map(|u| u.trim_end_matches('/').to_string())
         .collect();
     let current = pool.members();
@@ -59,4 +55,35 @@ async fn discover(pool: &Pool) -> Result<(), tonic::Status> {
         super::health::check_all(pool).await;
     }
     Ok(())
+}
+
+/// The client URL keygate reaches a member at: its https one when keygate has TLS settings for
+/// the members (`upstream.tls`), else (or when it advertises none) its http one.
+fn reachable_url(urls: &[String], tls: bool) -> Option<&String> {
+    let https = || urls.iter().find(|u| u.starts_with("https://"));
+    let http = || urls.iter().find(|u| u.starts_with("http://"));
+    if tls {
+        https().or_else(http)
+    } else {
+        http()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reachable_url;
+
+    #[test]
+    fn members_are_reached_over_tls_when_keygate_has_tls_settings() {
+        let both = [
+            "http://127.0.0.1:2379".to_string(),
+            "https://10.0.0.1:2379".to_string(),
+        ];
+        let https = ["https://10.0.0.1:2379".to_string()];
+        assert_eq!(reachable_url(&both, true), Some(&both[1]));
+        assert_eq!(reachable_url(&both, false), Some(&both[0]));
+        assert_eq!(reachable_url(&https, true), Some(&https[0]));
+        assert_eq!(reachable_url(&https, false), None);
+        assert_eq!(reachable_url(&both[..1], true), Some(&both[0]));
+    }
 }
