@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tempfile::TempDir;
 
 mod grpc_proxy;
+mod members;
 mod restore;
 
 pub use grpc_proxy::{probe, GrpcProxy};
@@ -32,6 +33,9 @@ struct Member {
     data_dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
+    /// For a member added to the running cluster: the cluster it joins (etcd's
+    /// `--initial-cluster` with `--initial-cluster-state existing`).
+    joins: Option<String>,
 }
 
 /// TLS on a cluster's client URLs, with client certificates required (etcd's
@@ -117,6 +121,7 @@ impl EtcdCluster {
                 data_dir: dir.path().join(format!("m{i}.data")),
                 log_path: dir.path().join(format!("m{i}.log")),
                 child: None,
+                joins: None,
             })
             .collect();
         let initial_cluster = members
@@ -162,6 +167,10 @@ impl EtcdCluster {
             .with_context(|| format!("opening {}", m.log_path.display()))?;
         let client_url = format!("{}://127.0.0.1:{}", self.scheme(), m.client_port);
         let peer_url = format!("http://127.0.0.1:{}", m.peer_port);
+        let (initial_cluster, state) = match &m.joins {
+            Some(cluster) => (cluster, "existing"),
+            None => (&self.initial_cluster, "new"),
+        };
         let mut cmd = Command::new(etcd);
         if let Some(tls) = &self.tls {
             cmd.arg("--cert-file")
@@ -183,8 +192,8 @@ impl EtcdCluster {
             .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster", initial_cluster])
+            .args(["--initial-cluster-state", state])
             .args(["--initial-cluster-token", &self.token])
             // Loopback is fast: short timings make elections and restarts quick.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])

@@ -1,13 +1,15 @@
-//! Member discovery: keygate configured with one member of a 3-member cluster learns the other
-//! two from MemberList (at their https URLs when the members serve TLS), and keeps serving from
-//! them when the configured member dies.
+//! The member pool's membership: keygate configured with one member of a 3-member cluster
+//! learns the other two from MemberList (at their https URLs when the members serve TLS) and
+//! keeps serving from them when the configured member dies; a learner among the configured
+//! members takes no requests.
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use keygate_proto::etcdserverpb::{PutRequest, RangeRequest};
+use anyhow::{ensure, Context, Result};
+use keygate_proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
 use keygate_tests::pki::TestPki;
 use keygate_tests::process::poll_until;
+use keygate_tests::watch::{prefix_watch, WatchStream};
 use keygate_tests::{http, EtcdCluster, EtcdTls, Keygate};
 
 async fn metric(addr: &str, line_prefix: &str) -> Result<Option<f64>> {
@@ -147,5 +149,70 @@ async fn tls_members_are_discovered_at_their_https_urls() -> Result<()> {
         .await
         .with_context(|| keygate.log_tail(20))?;
     }
+    Ok(())
+}
+
+/// A learner among the configured endpoints (an operator listing the members while one is
+/// being added) takes no requests. Listed first, beside the two followers (keygate cannot reach
+/// the leader, as behind a partition), the learner would be the first healthy member; reads,
+/// writes and watches through keygate go to the followers instead of a member that refuses
+/// them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_learner_among_the_endpoints_takes_no_requests() -> Result<()> {
+    let mut cluster = EtcdCluster::start(3).await?;
+    let learner = cluster.add_learner().await?;
+    let mut endpoints = vec![cluster.endpoint(learner)];
+    for i in 0..3 {
+        let status = cluster
+            .clients(i)
+            .await?
+            .maintenance
+            .status(StatusRequest {})
+            .await?;
+        let status = status.into_inner();
+        if status.header.is_some_and(|h| h.member_id != status.leader) {
+            endpoints.push(cluster.endpoint(i));
+        }
+    }
+    ensure!(endpoints.len() == 3, "followers: {endpoints:?}");
+    let toml = "[upstream]\nhealth_interval_ms = 100\n";
+    let keygate = Keygate::start_with_config(&endpoints, toml, &[]).await?;
+    let checked = format!(
+        "keygate_upstream_health_checks_total{{member=\"{}\",result=\"learner\"}}",
+        cluster.endpoint(learner)
+    );
+    poll_until(Duration::from_secs(10), "the learner checked", || {
+        let (addr, checked) = (keygate.addr().to_string(), checked.clone());
+        async move { Ok(metric(&addr, &checked).await?.is_some_and(|n| n >= 1.0)) }
+    })
+    .await
+    .with_context(|| keygate.log_tail(20))?;
+
+    let mut c = keygate.clients().await?;
+    let mut watch = WatchStream::open(&c, prefix_watch("k", 0)).await?;
+    ensure!(
+        watch.next(Duration::from_secs(5)).await?.created,
+        "watch not created"
+    );
+    for i in 1..=20 {
+        let put = PutRequest {
+            key: "k".into(),
+            value: i.to_string().into(),
+            ..Default::default()
+        };
+        c.kv.put(put).await.with_context(|| format!("put {i}"))?;
+        let got =
+            c.kv.range(RangeRequest {
+                key: "k".into(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("linearizable get {i}"))?
+            .into_inner();
+        let value = got.kvs.first().map(|kv| kv.value.clone());
+        ensure!(value == Some(i.to_string().into()), "get {i}: {value:?}");
+    }
+    let events = watch.events_until(b"k", Duration::from_secs(5)).await?;
+    ensure!(!events.is_empty(), "no event on the watch");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The health checker: asks every member for its Status on an interval (and at once after a
-//! request saw a member fail). A member is healthy when it answers and knows a leader.
+//! request saw a member fail). A member is healthy when it answers, knows a leader and is no
+//! learner (a learner refuses every stream and all but serializable reads).
 
 use super::{Member, Pool};
 use keygate_proto::etcdserverpb::{maintenance_client::MaintenanceClient, StatusRequest};
@@ -28,7 +29,7 @@ pub(super) async fn check_all(pool: &Pool) {
     pool.note_leader(leaderless);
 }
 
-/// Checks one member; "ok", "no_leader" (it answered, knowing no leader) or "error".
+/// Checks one member; "ok", "no_leader" (it answered, knowing no leader), "learner" or "error".
 async fn check(pool: &Pool, member: &Arc<Member>) -> &'static str {
     let metrics = pool.metrics();
     let url = member.url();
@@ -41,6 +42,8 @@ async fn check(pool: &Pool, member: &Arc<Member>) -> &'static str {
             member.set_leader(status.leader != 0 && status.leader == id);
             if status.leader == 0 {
                 (false, "no_leader")
+            } else if status.is_learner {
+                (false, "learner")
             } else {
                 (true, "ok")
             }
