@@ -107,6 +107,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         identity: identity::Identifier::new(&config.identity, identity_metrics),
         policy: policy.clone(),
         audit: audit.clone(),
+        advertise_client_urls: config.server.advertise_client_urls.clone(),
     });
 
     let mut reloadable: Vec<Arc<dyn policy::reload::Reload>> = Vec::new();

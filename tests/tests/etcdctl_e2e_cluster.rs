@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use etcdctl_common::{expect_stdout, LINE_TIMEOUT};
 use keygate_tests::normalize::normalize_text;
-use keygate_tests::{CmdOutput, DiffPair};
+use keygate_tests::{ports, CmdOutput, DiffPair, EtcdCluster, Etcdctl, Keygate};
 use serde_json::Value;
 
 /// `member list -w json` members, with client URLs taken out (checked separately).
@@ -334,5 +334,78 @@ async fn auth_users_roles_and_tokens() -> Result<()> {
         &p.same(&["get", "secret", "--print-value-only"]).await?,
         "s\n",
     )?;
+    Ok(())
+}
+
+/// `server.advertise_client_urls`: member lists through keygate (etcdctl's, the JSON
+/// gateway's, a member add's) show keygate's URLs as every started member's client URLs, so
+/// clients that sync their endpoints from them stay on keygate; the rest is etcd's answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn member_lists_show_the_advertised_client_urls() -> Result<()> {
+    const URLS: [&str; 2] = [
+        "https://keygate-a.example:2379",
+        "https://keygate-b.example:2379",
+    ];
+    let etcd = EtcdCluster::start(3).await?;
+    let keygate = Keygate::start(
+        &etcd.client_urls(),
+        &["--advertise-client-urls", &URLS.join(",")],
+    )
+    .await?;
+    let through = Etcdctl::new(&[keygate.endpoint()])?;
+    let direct = Etcdctl::new(&etcd.client_urls())?;
+    let list = ["member", "list", "-w", "json"];
+    let (through_members, through_urls) = members(&through.run(&list).await?.ok()?)?;
+    let (direct_members, direct_urls) = members(&direct.run(&list).await?.ok()?)?;
+    ensure!(
+        through_members == direct_members && through_members.len() == 3,
+        "member list through keygate: {through_members:?}\ndirectly: {direct_members:?}"
+    );
+    let advertised = serde_json::json!(URLS);
+    ensure!(
+        through_urls.iter().all(|u| *u == advertised),
+        "client URLs through keygate: {through_urls:?}"
+    );
+    ensure!(
+        direct_urls.iter().all(|u| *u != advertised),
+        "client URLs directly: {direct_urls:?}"
+    );
+
+    let json =
+        keygate_tests::json_http::post(keygate.addr(), "/v3/cluster/member/list", "{}").await?;
+    let v: Value = serde_json::from_str(&json.body).with_context(|| json.body.clone())?;
+    let json_urls: Vec<&Value> = v["members"]
+        .as_array()
+        .map(|m| m.iter().map(|m| &m["clientURLs"]).collect())
+        .unwrap_or_default();
+    ensure!(
+        json_urls.len() == 3 && json_urls.iter().all(|u| **u == advertised),
+        "JSON member list: {}",
+        json.body
+    );
+
+    // A member added but not started has no client URL yet, through keygate as in etcd.
+    let peer = format!("--peer-urls=http://127.0.0.1:{}", ports::free_port()?);
+    let add = [
+        "member",
+        "add",
+        "m3",
+        peer.as_str(),
+        "--learner",
+        "-w",
+        "json",
+    ];
+    let mut added = through.run(&add).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while added.stderr.contains("unhealthy cluster") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        added = through.run(&add).await?;
+    }
+    let (after, after_urls) = members(&added.ok()?)?;
+    let unstarted = after_urls.iter().filter(|u| **u == advertised).count();
+    ensure!(
+        after.len() == 4 && unstarted == 3,
+        "member add's list through keygate: {after:?} {after_urls:?}"
+    );
     Ok(())
 }

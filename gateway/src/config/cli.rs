@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// upstream.endpoints: comma-separated etcd client URLs.
     #[arg(long, env = "KEYGATE_ENDPOINTS", value_delimiter = ',')]
     pub endpoints: Vec<String>,
+    /// server.advertise_client_urls: comma-separated URLs clients reach keygate at, shown in
+    /// member lists in place of the members' own.
+    #[arg(long, env = "KEYGATE_ADVERTISE_CLIENT_URLS", value_delimiter = ',')]
+    pub advertise_client_urls: Vec<String>,
     /// server.metrics_listen: separate address for /metrics and health.
     #[arg(long, env = "KEYGATE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -72,6 +76,14 @@ impl ServeArgs {
         if !self.endpoints.is_empty() {
             config.upstream.endpoints = self
                 .endpoints
+                .iter()
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect();
+        }
+        if !self.advertise_client_urls.is_empty() {
+            config.server.advertise_client_urls = self
+                .advertise_client_urls
                 .iter()
                 .map(|e| e.trim().to_string())
                 .filter(|e| !e.is_empty())

@@ -84,6 +84,10 @@ pub struct ServerConfig {
     pub debug_endpoints: bool,
     /// Forward etcd's v2 API (/v2/keys, /v2/members, /v2/stats) to the members; off answers 404.
     pub v2_enabled: bool,
+    /// Client URLs at which clients reach keygate. When set, the member lists of the Cluster
+    /// RPCs show these in place of the members' own, so clients that sync their endpoints from
+    /// MemberList keep coming through keygate (as grpc-proxy's --advertise-client-url).
+    pub advertise_client_urls: Vec<String>,
     /// TLS on the client port.
     pub tls: ServerTlsConfig,
 }
@@ -101,6 +105,7 @@ impl Default for ServerConfig {
             worker_threads: 0,
             debug_endpoints: false,
             v2_enabled: true,
+            advertise_client_urls: Vec::new(),
             tls: ServerTlsConfig::default(),
         }
     }

@@ -68,6 +68,10 @@ impl Config {
             ));
         }
         let s = &self.server;
+        for url in &s.advertise_client_urls {
+            validate_endpoint(url)
+                .map_err(|m| invalid("server.advertise_client_urls", format!("{url:?}: {m}")))?;
+        }
         if s.max_request_bytes == 0 {
             return Err(invalid(
                 "server.max_request_bytes",
@@ -249,6 +253,8 @@ mod tests {
     #[test]
     fn errors_name_the_option() {
         assert!(err("[upstream]\nendpoints = []").contains("upstream.endpoints"));
+        assert!(err("[server]\nadvertise_client_urls = [\"keygate:2379\"]")
+            .contains("server.advertise_client_urls"));
         assert!(err("[upstream]\nendpoints = [\"127.0.0.1:1\"]").contains("upstream.endpoints"));
         assert!(err("[upstream]\nconnections_per_member = 0")
             .contains("upstream.connections_per_member"));

@@ -85,6 +85,8 @@ pub struct Gateway {
     pub policy: Option<Arc<Policy>>,
     /// The audit pipeline; `None` (no auditor configured) skips it.
     pub audit: Option<Arc<Audit>>,
+    /// `server.advertise_client_urls`: shown as the members' client URLs when not empty.
+    pub advertise_client_urls: Vec<String>,
 }
 
 impl Gateway {
