@@ -47,15 +47,8 @@ pub fn tenant_config() -> Result<String> {
 /// keygate in front of `etcd` with the tenants configured, plus `extra` TOML (e.g.
 /// `[tenants.namespaces."/a/"]` quotas) and `args`.
 pub async fn start(etcd: &EtcdCluster, extra: &str, args: &[&str]) -> Result<Keygate> {
-    let dir = tempfile::Builder::new()
-        .prefix("keygate-tenants-")
-        .tempdir()?
-        .keep();
-    let path = dir.join("keygate.toml");
-    std::fs::write(&path, format!("{}\n{extra}\n", tenant_config()?))?;
-    let mut all = vec!["--config", path.to_str().unwrap_or_default()];
-    all.extend_from_slice(args);
-    Keygate::start(&etcd.client_urls(), &all).await
+    let toml = format!("{}\n{extra}\n", tenant_config()?);
+    Keygate::start_with_config(&etcd.client_urls(), &toml, args).await
 }
 
 /// `message` as a request made by `name` (its bearer token in `authorization`).
