@@ -47,7 +47,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .enabled
         .then(|| mirror::Mirror::new(&config.mirror, metrics.mirror.clone(), &pool, seen.clone()));
     let hub = mirror.clone().map(|mirror| {
-        let metrics = (metrics.watch.clone(), metrics.grpc.clone());
+        let metrics = (
+            metrics.watch.clone(),
+            metrics.grpc.clone(),
+            metrics.prefixes.clone(),
+        );
         let progress = std::time::Duration::from_millis(config.watch.progress_notify_interval_ms);
         watch::Hub::new(
             mirror,

@@ -14,7 +14,7 @@ pub use grpc::{GrpcMetrics, RpcTimer};
 pub use identity::IdentityMetrics;
 pub use mirror::MirrorMetrics;
 pub use plugins::PluginMetrics;
-pub use prefixes::{Prefix, PrefixMetrics};
+pub use prefixes::{Prefix, PrefixMetrics, WatchedPrefix};
 pub use tenants::TenantMetrics;
 pub use upstream::UpstreamMetrics;
 pub use watch::WatchMetrics;

@@ -1,13 +1,13 @@
-//! KV requests and their bytes by key prefix (`metrics.prefix_depth`): who does what to which
-//! part of the keyspace, e.g. `/registry/pods/` against `/registry/events/` under
-//! kube-apiserver. The prefix is the request's first key (as etcd sees it: inside the caller's
+//! KV requests and their bytes, and the hub's watchers and the events sent them, by key prefix
+//! (`metrics.prefix_depth`): who does what to which part of the keyspace, e.g.
+//! `/registry/pods/` against `/registry/events/` under kube-apiserver. The prefix is the request's first key (as etcd sees it: inside the caller's
 //! namespace) up to its `prefix_depth`-th `/`, a leading `/` not counted; a key with fewer
 //! segments counts up to its last `/` (the empty label: no `/` at all). Labels are bounded by
 //! `metrics.max_prefixes`; later prefixes count as "other".
 
 use crate::config::MetricsConfig;
 use crate::describe::Describe;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use prost::Message;
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -19,6 +19,8 @@ const OTHER: &str = "other";
 pub struct PrefixMetrics {
     requests: IntCounterVec,
     bytes: IntCounterVec,
+    watchers: IntGaugeVec,
+    watch_events: IntCounterVec,
     depth: usize,
     max: usize,
     labeled: std::sync::Arc<Mutex<HashSet<String>>>,
@@ -34,6 +36,28 @@ impl Prefix {
     /// Counts the response to the request, of `bytes`.
     pub fn response(&self, method: &str, bytes: usize) {
         count_bytes(&self.bytes, &self.label, method, "out", bytes);
+    }
+}
+
+/// A watcher's place in the key-prefix metrics: counted among its prefix's watchers until it is
+/// dropped, with the events sent to it.
+pub struct WatchedPrefix {
+    watchers: IntGauge,
+    events: IntCounter,
+}
+
+impl WatchedPrefix {
+    /// Counts `events` sent to the watcher.
+    pub fn sent(&self, events: usize) {
+        if events > 0 {
+            self.events.inc_by(events as u64);
+        }
+    }
+}
+
+impl Drop for WatchedPrefix {
+    fn drop(&mut self) {
+        self.watchers.dec();
     }
 }
 
@@ -61,11 +85,29 @@ impl PrefixMetrics {
             ),
             &["prefix", "method", "direction"],
         )?;
+        let watchers = IntGaugeVec::new(
+            Opts::new(
+                "keygate_prefix_watchers",
+                "Watchers served by the hub, by the prefix of their key.",
+            ),
+            &["prefix"],
+        )?;
+        let watch_events = IntCounterVec::new(
+            Opts::new(
+                "keygate_prefix_watch_events_total",
+                "Events sent to the hub's watchers, by the prefix of the watcher's key.",
+            ),
+            &["prefix"],
+        )?;
         r.register(Box::new(requests.clone()))?;
         r.register(Box::new(bytes.clone()))?;
+        r.register(Box::new(watchers.clone()))?;
+        r.register(Box::new(watch_events.clone()))?;
         Ok(PrefixMetrics {
             requests,
             bytes,
+            watchers,
+            watch_events,
             depth: 0,
             max: 0,
             labeled: Default::default(),
@@ -90,6 +132,22 @@ impl PrefixMetrics {
         Some(Prefix {
             label,
             bytes: self.bytes.clone(),
+        })
+    }
+
+    /// Counts a watch creation by the prefix of its key (as etcd sees it: inside the caller's
+    /// namespace), and the watcher among its prefix's until the returned place is dropped.
+    pub fn watcher(&self, key: &[u8]) -> Option<WatchedPrefix> {
+        if self.depth == 0 {
+            return None;
+        }
+        let label = self.label(key);
+        self.requests.with_label_values(&[&label, "Watch"]).inc();
+        let watchers = self.watchers.with_label_values(&[&label]);
+        watchers.inc();
+        Some(WatchedPrefix {
+            watchers,
+            events: self.watch_events.with_label_values(&[&label]),
         })
     }
 

@@ -4,7 +4,7 @@
 //! how far the watcher has been sent every event, to hand it over to the hub once it reaches
 //! the window, and can ask etcd for a progress answer on the watcher's upstream stream.
 
-use super::watcher::Tenancy;
+use super::watcher::Seat;
 use crate::upstream::Pool;
 use keygate_proto::etcdserverpb::watch_client::WatchClient;
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
@@ -26,7 +26,7 @@ pub struct Dedicated {
     asks: watch::Sender<u64>,
     /// The client's create request (confined to the tenant's namespace), for the hand-over.
     pub create: WatchCreateRequest,
-    pub tenancy: Option<Tenancy>,
+    pub seat: Seat,
     /// Every event up to this revision has been relayed.
     through: i64,
     /// The highest revision of an event relayed.
@@ -46,7 +46,7 @@ impl Dedicated {
     pub fn spawn(
         pool: Pool,
         (id, create): (i64, WatchCreateRequest),
-        tenancy: Option<Tenancy>,
+        seat: Seat,
         out: mpsc::Sender<(i64, Report)>,
         created: Option<Created>,
     ) -> Dedicated {
@@ -56,7 +56,7 @@ impl Dedicated {
             task,
             asks,
             create,
-            tenancy,
+            seat,
             through: 0,
             last_event: 0,
             mid_fragment: false,

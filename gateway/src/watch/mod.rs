@@ -7,7 +7,7 @@ mod stream;
 mod watcher;
 
 use crate::describe::Description;
-use crate::metrics::{GrpcMetrics, RpcTimer, WatchMetrics};
+use crate::metrics::{GrpcMetrics, PrefixMetrics, RpcTimer, WatchMetrics};
 use crate::mirror::Mirror;
 use crate::namespace::Confine;
 use crate::pipeline::RpcStream;
@@ -45,6 +45,7 @@ pub struct Hub {
     pool: Pool,
     metrics: WatchMetrics,
     grpc: GrpcMetrics,
+    prefixes: PrefixMetrics,
     shutdown: Shutdown,
     progress_interval: Duration,
     max_response_bytes: usize,
@@ -54,17 +55,18 @@ impl Hub {
     pub fn new(
         mirror: Mirror,
         pool: Pool,
-        metrics: (WatchMetrics, GrpcMetrics),
+        metrics: (WatchMetrics, GrpcMetrics, PrefixMetrics),
         shutdown: Shutdown,
         progress_interval: Duration,
         max_response_bytes: usize,
     ) -> Hub {
-        let (metrics, grpc) = metrics;
+        let (metrics, grpc, prefixes) = metrics;
         Hub {
             mirror,
             pool,
             metrics,
             grpc,
+            prefixes,
             shutdown,
             progress_interval,
             max_response_bytes,

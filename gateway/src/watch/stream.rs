@@ -5,7 +5,7 @@ mod rewound;
 mod upstream;
 
 use super::dedicated::{Dedicated, Report};
-use super::watcher::{responses, Watcher, DUPLICATE_ID};
+use super::watcher::{responses, Seat, Watcher, DUPLICATE_ID};
 use super::Hub;
 use crate::describe::Description;
 use crate::errors::GatewayError;
@@ -199,10 +199,13 @@ impl Stream {
         }
         self.audited(pending, decision, Ok(Some(current))).await;
         watcher.id = id;
-        watcher.tenancy = tenancy;
+        watcher.seat = Seat {
+            tenancy,
+            prefix: self.hub.prefixes.watcher(&create.key),
+        };
         if !self.hub.mirror.serving() {
             // The mirror's revision is not etcd's now: etcd's own answer says where it starts.
-            return self.create_upstream(id, create, watcher.tenancy).await;
+            return self.create_upstream(id, create, watcher.seat).await;
         }
         let in_window = self.servable_from(&mut watcher, next, current).await;
         // Created responses go out in request order, whoever serves the watcher.
@@ -216,7 +219,7 @@ impl Stream {
         if !in_window || !self.hub.mirror.serving() {
             // From where the created response said, whatever etcd's revision is by now.
             create.start_revision = next;
-            self.create_dedicated(id, create, watcher.tenancy);
+            self.create_dedicated(id, create, watcher.seat);
             return Ok(());
         }
         self.watchers.insert(id, watcher);
@@ -326,6 +329,7 @@ impl Stream {
                             w.next = last + 1;
                             w.catching_up = false;
                             w.events_since_tick |= !out.is_empty();
+                            w.seat.sent(out.iter().map(|r| r.events.len()).sum());
                         }
                         for resp in out {
                             self.send(resp).await?;

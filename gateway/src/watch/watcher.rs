@@ -1,6 +1,7 @@
 //! One downstream watcher: the keys it watches, its options, and how its events are filtered
 //! and shaped into responses, following etcd's rules.
 
+use crate::metrics::WatchedPrefix;
 use crate::mirror::RevisionEvents;
 use crate::namespace::{Namespace, Strip};
 use crate::tenant::WatcherSlot;
@@ -45,13 +46,34 @@ pub struct Watcher {
     /// Events of this revision go out without prev_kv: it is the compaction revision, and etcd
     /// reads prev_kv at the revision before, which is gone.
     pub no_prev_kv_at: Option<i64>,
-    /// The namespace of a tenant's watcher, taken off its events, and its place in the
-    /// tenant's watcher quota.
-    pub tenancy: Option<Tenancy>,
+    /// What it is counted in, and its tenant's namespace.
+    pub seat: Seat,
 }
 
 /// A tenant's watcher: its namespace and its place in the tenant's quota.
 pub type Tenancy = (Namespace, WatcherSlot);
+
+/// What a watcher is counted in while it lives, wherever the stream serves it (the hub or an
+/// upstream watch of its own): its tenant — whose namespace is taken off its events — and the
+/// key-prefix metrics.
+#[derive(Default)]
+pub struct Seat {
+    pub tenancy: Option<Tenancy>,
+    pub prefix: Option<WatchedPrefix>,
+}
+
+impl Seat {
+    pub fn namespace(&self) -> Option<&Namespace> {
+        self.tenancy.as_ref().map(|(ns, _)| ns)
+    }
+
+    /// Counts `events` sent to the watcher.
+    pub fn sent(&self, events: usize) {
+        if let Some(prefix) = &self.prefix {
+            prefix.sent(events);
+        }
+    }
+}
 
 impl Watcher {
     /// A watcher as etcd would set it up; the error is etcd's cancel reason.
@@ -86,7 +108,7 @@ impl Watcher {
             next,
             catching_up: next <= current,
             no_prev_kv_at: None,
-            tenancy: None,
+            seat: Seat::default(),
         })
     }
 
@@ -146,7 +168,7 @@ impl Watcher {
                 if !self.prev_kv || self.no_prev_kv_at == Some(rev.revision) {
                     event.prev_kv = None;
                 }
-                if let Some((ns, _)) = &self.tenancy {
+                if let Some(ns) = self.seat.namespace() {
                     event.strip(ns)?;
                 }
                 out.push(event);

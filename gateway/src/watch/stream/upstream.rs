@@ -5,7 +5,7 @@ use super::{Ended, Stream};
 use crate::errors::GatewayError;
 use crate::namespace::Strip;
 use crate::watch::dedicated::{Dedicated, Report};
-use crate::watch::watcher::{Tenancy, Watcher};
+use crate::watch::watcher::{Seat, Watcher};
 use keygate_proto::etcdserverpb::WatchCreateRequest;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -15,14 +15,9 @@ const CREATED_WAIT: Duration = Duration::from_secs(5);
 
 impl Stream {
     /// A watcher on an upstream watch of its own, whose created response was sent already.
-    pub(super) fn create_dedicated(
-        &mut self,
-        id: i64,
-        create: WatchCreateRequest,
-        tenancy: Option<Tenancy>,
-    ) {
+    pub(super) fn create_dedicated(&mut self, id: i64, create: WatchCreateRequest, seat: Seat) {
         let pool = self.hub.pool.clone();
-        let watch = Dedicated::spawn(pool, (id, create), tenancy, self.dedicated_tx.clone(), None);
+        let watch = Dedicated::spawn(pool, (id, create), seat, self.dedicated_tx.clone(), None);
         self.keep_dedicated(id, watch);
     }
 
@@ -40,12 +35,12 @@ impl Stream {
         &mut self,
         id: i64,
         create: WatchCreateRequest,
-        tenancy: Option<Tenancy>,
+        seat: Seat,
     ) -> Result<(), Ended> {
         let (created_tx, created_rx) = oneshot::channel();
         let pool = self.hub.pool.clone();
         let (out, created) = (self.dedicated_tx.clone(), Some(created_tx));
-        let watch = Dedicated::spawn(pool, (id, create), tenancy, out, created);
+        let watch = Dedicated::spawn(pool, (id, create), seat, out, created);
         let Ok(Ok(mut resp)) = tokio::time::timeout(CREATED_WAIT, created_rx).await else {
             let header = Some(self.hub.mirror.header(self.hub.mirror.revision()));
             let reason = GatewayError::NoHealthyMember.to_string();
@@ -64,11 +59,12 @@ impl Stream {
             return Ok(()); // canceled or handed over meanwhile
         };
         if let Some(mut resp) = watch.note(report) {
-            if let Some((ns, _)) = &watch.tenancy {
+            if let Some(ns) = watch.seat.namespace() {
                 if let Err(status) = resp.strip(ns) {
                     return Err(Ended::Failed(status));
                 }
             }
+            watch.seat.sent(resp.events.len());
             self.hub.mirror.observe(&resp);
             if resp.canceled {
                 self.dedicated.remove(&id);
@@ -92,10 +88,10 @@ impl Stream {
     pub(super) fn move_upstream(&mut self) {
         for (id, mut watcher) in std::mem::take(&mut self.watchers) {
             let create = watcher.resume_request();
-            let tenancy = watcher.tenancy.take();
+            let seat = std::mem::take(&mut watcher.seat);
             self.hub.metrics.watchers.dec();
             // Its created response was sent when the client created it.
-            self.create_dedicated(id, create, tenancy);
+            self.create_dedicated(id, create, seat);
         }
     }
 
@@ -148,7 +144,7 @@ impl Stream {
             return; // its range was checked when it was created
         };
         adjust(&mut watcher);
-        watcher.tenancy = dedicated.tenancy.take();
+        watcher.seat = std::mem::take(&mut dedicated.seat);
         self.watchers.insert(id, watcher);
         self.hub.metrics.upstream_streams.dec();
         self.hub.metrics.watchers.inc();
