@@ -21,6 +21,8 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   sudo=(); [[ $(id -u) -eq 0 ]] || sudo=(sudo)
   "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y nodejs npm
 fi
+step "npm ci (tests/node: Node's etcd3 client)"
+(cd tests/node && { test -e node_modules/etcd3/package.json || npm ci --no-audit --no-fund; })
 
 # A build failure stops everything; fmt, clippy and the tests all run so one report shows
 # every problem, and the exit status is non-zero if any of them failed.
@@ -59,12 +61,14 @@ ETCD34_TESTS=(grpc_differential grpc_differential_txn grpc_differential_random m
   mirror_consistency mirror_faults watch_conformance watch_failover etcdctl_e2e_kv node_client
   tenant_differential mirror_auth mirror_rewind watch_no_leader)
 if etcd34_dir=$(bash scripts/etcd34.sh "$KEYGATE_ETCD_BIN_DIR" | tail -n1); then
+  # The suite is one test binary whose modules are the subjects (tests/tests/suite.rs).
   if cargo nextest --version >/dev/null 2>&1; then
+    subjects=$(IFS='|'; echo "${ETCD34_TESTS[*]}")
     check env KEYGATE_ETCD_BIN_DIR="$etcd34_dir" cargo nextest run -p keygate-tests --no-fail-fast \
-      "${ETCD34_TESTS[@]/#/--test=}"
+      -E "test(/^(${subjects})::/)"
   else
     check env KEYGATE_ETCD_BIN_DIR="$etcd34_dir" cargo test -p keygate-tests --no-fail-fast \
-      "${ETCD34_TESTS[@]/#/--test=}" -- --test-threads=2
+      --test suite -- --test-threads=2 "${ETCD34_TESTS[@]/%/::}"
   fi
 else
   failed+=("scripts/etcd34.sh (etcd 3.4 from Debian's etcd-server)")

@@ -2,7 +2,7 @@
 //! against an identical fresh etcd cluster (see `keygate_tests::diff`): members and
 //! maintenance, locks and elections, auth.
 
-mod etcdctl_common;
+use crate::etcdctl_common;
 
 use std::time::Duration;
 

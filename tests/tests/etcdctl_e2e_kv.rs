@@ -2,7 +2,7 @@
 //! against an identical fresh etcd cluster (see `keygate_tests::diff`): keys, txns and
 //! compaction, watches and leases.
 
-mod etcdctl_common;
+use crate::etcdctl_common;
 
 use anyhow::{bail, ensure, Context, Result};
 use etcdctl_common::{expect_stdout, LINE_TIMEOUT};

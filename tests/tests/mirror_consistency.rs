@@ -8,7 +8,7 @@
 //!
 //! Both check through /metrics that the mirror served the reads being judged.
 
-mod mirror_common;
+use crate::mirror_common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //! member id and raft term are masked. keygate's metrics must show that the mirror answered
 //! most of the reads, or the comparison would prove nothing.
 
-mod mirror_common;
+use crate::mirror_common;
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@
 //!   (keygate_mirror_serving 0) and keygate keeps answering every read correctly from etcd,
 //!   whether the budget is crossed while following the keyspace or already at the first list.
 
-mod mirror_common;
+use crate::mirror_common;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;

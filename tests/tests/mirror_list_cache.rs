@@ -1,7 +1,7 @@
 //! The mirror's cache of encoded LIST answers against etcd's own answers: large LISTs asked
 //! twice at one revision (the second from the cache) and again after writes.
 
-mod mirror_common;
+use crate::mirror_common;
 
 use std::time::Duration;
 

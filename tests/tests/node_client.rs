@@ -14,19 +14,26 @@ use keygate_tests::pki::{CertFiles, TestPki};
 use keygate_tests::{EtcdCluster, Keygate};
 use tokio::process::Command;
 
-/// Installs the client's locked dependencies (`npm ci`) unless they are in place.
+/// Installs the client's locked dependencies (`npm ci`) unless they are in place. Both tests
+/// of this file may call it at once, each in a process of its own under nextest: `flock`
+/// makes the second wait for the first's install instead of racing it in `node_modules`.
 async fn install(dir: &Path) -> Result<()> {
     if dir.join("node_modules/etcd3/package.json").exists() {
         return Ok(());
     }
-    let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
+    let out = Command::new("flock")
+        .arg(dir.join(".npm-install.lock"))
+        .args([
+            "sh",
+            "-c",
+            "test -e node_modules/etcd3/package.json || npm ci --no-audit --no-fund",
+        ])
         .current_dir(dir)
         .stdin(Stdio::null())
         .output();
     let out = tokio::time::timeout(Duration::from_secs(300), out)
         .await?
-        .context("running npm (scripts/install-deps.sh installs Node.js and npm)")?;
+        .context("running flock and npm (scripts/test.sh installs Node.js and npm)")?;
     ensure!(
         out.status.success(),
         "npm ci in {}: {}",

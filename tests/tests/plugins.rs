@@ -1,7 +1,7 @@
 //! Authorization plugins end to end: etcdctl through keygate to real etcd, with the example
 //! plugins (tenant isolation, read-only roles, protected prefixes) and a faulty one.
 
-mod plugins_common;
+use crate::plugins_common;
 
 use anyhow::{ensure, Context, Result};
 use keygate_tests::pki::TestPki;

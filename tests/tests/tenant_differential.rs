@@ -5,7 +5,7 @@
 //! (grpc_diff::normalize) and lease IDs (chosen by keygate for the tenant, by etcd for the
 //! dedicated one) are mapped.
 
-mod tenant_world;
+use crate::tenant_world;
 
 use std::collections::HashMap;
 

@@ -12,7 +12,7 @@
 //! sees its own prefix, nor B's), and after every write of A's the raw keyspace outside "/a/"
 //! is byte-identical to what it was.
 
-mod tenant_world;
+use crate::tenant_world;
 
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;

@@ -2,7 +2,7 @@
 //! B's (bob, "/ab/") leases, the same lock and election names in both namespaces, and the
 //! cluster-wide RPCs, refused inside a namespace. See `tenant_isolation.rs` for the keyspace.
 
-mod tenant_world;
+use crate::tenant_world;
 
 use std::time::Duration;
 

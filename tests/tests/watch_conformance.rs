@@ -20,18 +20,14 @@
 //! A second test checks the periodic progress notifications themselves on both sides: skipped
 //! for a watcher sent events since the last one, sent to a quiet one on the same stream.
 //!
-//! etcd runs with `--max-request-bytes=65536` and a 200 ms progress interval (set through
-//! etcd's ETCD_* environment variables, which the harness's etcd processes inherit); keygate is
-//! configured alike (`[server] max_request_bytes = 65536`, `[watch]
+//! etcd runs with `--max-request-bytes=65536` and a 200 ms progress interval (flags of its
+//! members, not ETCD_* variables: those would reach every cluster of the test process); keygate
+//! is configured alike (`[server] max_request_bytes = 65536`, `[watch]
 //! progress_notify_interval_ms = 200`).
 
-#[path = "watch_conformance/compare.rs"]
 mod compare;
-#[path = "watch_conformance/history.rs"]
 mod history;
-#[path = "watch_conformance/scripts.rs"]
 mod scripts;
-#[path = "watch_conformance/watchers.rs"]
 mod watchers;
 
 use std::time::Duration;
@@ -114,11 +110,16 @@ async fn watch_streams_match_etcd_with_a_backfilled_window() -> Result<()> {
     conformance(1000).await
 }
 
+/// etcd's periodic progress notifications every 200 ms instead of every 10 minutes.
+const PROGRESS_EVERY_200MS: &str = "--experimental-watch-progress-notify-interval=200ms";
+
 async fn conformance(backfill: usize) -> Result<()> {
-    // Inherited by the etcd processes the harness starts (etcd reads ETCD_<FLAG>).
-    std::env::set_var("ETCD_MAX_REQUEST_BYTES", MAX_REQUEST_BYTES.to_string());
-    std::env::set_var("ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", "200ms");
-    let (reference, backend) = tokio::try_join!(EtcdCluster::start(1), EtcdCluster::start(1))?;
+    let max_request = format!("--max-request-bytes={MAX_REQUEST_BYTES}");
+    let flags = [max_request.as_str(), PROGRESS_EVERY_200MS];
+    let (reference, backend) = tokio::try_join!(
+        EtcdCluster::start_with_flags(1, &flags),
+        EtcdCluster::start_with_flags(1, &flags)
+    )?;
     let mut direct = reference.clients(0).await?;
     let mut backend_direct = backend.clients(0).await?;
 
@@ -362,8 +363,7 @@ async fn conformance(backfill: usize) -> Result<()> {
 /// leaves an interval without events, hence the small allowance).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_progress_skips_watchers_sent_events() -> Result<()> {
-    std::env::set_var("ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", "200ms");
-    let cluster = EtcdCluster::start(1).await?;
+    let cluster = EtcdCluster::start_with_flags(1, &[PROGRESS_EVERY_200MS]).await?;
     let dir = tempfile::tempdir()?;
     let config = write_config(dir.path(), 0).await?;
     let keygate = Keygate::start(&cluster.client_urls(), &["--config", &config]).await?;

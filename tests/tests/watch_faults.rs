@@ -7,7 +7,7 @@
 //! backfilled window; and the hub's watchers carry on upstream when the mirror goes over its
 //! memory budget. (The leader kill is in watch_faults_leader.rs.)
 
-mod watch_faults_common;
+use crate::watch_faults_common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

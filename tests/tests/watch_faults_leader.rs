@@ -2,7 +2,7 @@
 //! write load: watchers through keygate see exactly etcd's history — every acknowledged write,
 //! no gap, no duplicate. (The stream that stops reading is in watch_faults.rs.)
 
-mod watch_faults_common;
+use crate::watch_faults_common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@
 //! progress requests at etcd's revision — until the mirror serves and the hub takes them over,
 //! with no event lost or repeated — a quiet watcher from an explicit start revision as well.
 
-mod watch_faults_common;
+use crate::watch_faults_common;
 
 use anyhow::{ensure, Context, Result};
 use keygate_tests::watch::{prefix_watch, WatchStream};

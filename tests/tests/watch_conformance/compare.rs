@@ -9,7 +9,7 @@ use keygate_proto::etcdserverpb::WatchResponse;
 use keygate_proto::mvccpb::Event;
 use keygate_tests::watch_record::{is_progress_notify, masked, revision};
 
-use crate::watchers::Spec;
+use super::watchers::Spec;
 
 pub fn show(r: &WatchResponse) -> String {
     let evs: Vec<String> = r

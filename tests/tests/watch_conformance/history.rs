@@ -13,7 +13,7 @@ use keygate_tests::Clients;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::b;
+use super::b;
 
 #[derive(Clone, Debug)]
 pub enum Op {

@@ -9,9 +9,9 @@ use keygate_tests::watch::prefix_end;
 use keygate_tests::watch_record::{masked, metric, Recorded};
 use keygate_tests::{Clients, Keygate};
 
-use crate::compare::{compare_exact, show};
-use crate::watchers::{Spec, Start};
-use crate::{b, compact, T};
+use super::compare::{compare_exact, show};
+use super::watchers::{Spec, Start};
+use super::{b, compact, T};
 
 /// Client-chosen ids, 0 = next free, duplicates, invalid ranges, cancel (known and unknown),
 /// and a progress request, on one stream each side: compared exactly, and against etcd's

@@ -11,7 +11,7 @@ use keygate_tests::watch::prefix_end;
 use keygate_tests::watch_record::Recorded;
 use keygate_tests::Clients;
 
-use crate::{b, T};
+use super::{b, T};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Start {
