@@ -8,7 +8,8 @@
 use anyhow::{bail, Result};
 
 use crate::normalize::normalize;
-use crate::{CmdOutput, EtcdCluster, Etcdctl, GrpcProxy, Keygate};
+use crate::pki::TestPki;
+use crate::{CmdOutput, EtcdCluster, EtcdTls, Etcdctl, GrpcProxy, Keygate};
 
 /// What stands in front of the second cluster. `KEYGATE_E2E_FRONT` picks it: `keygate` (the
 /// default), or `direct` / `grpc-proxy` to check the tests themselves against etcd.
@@ -55,6 +56,46 @@ impl DiffPair {
             reference,
             backend,
             front,
+        })
+    }
+
+    /// [`Self::start`] over TLS everywhere: both clusters serve TLS and require client
+    /// certificates (etcd's --client-cert-auth); keygate terminates TLS the same way and
+    /// reaches its cluster over TLS with a certificate of its own; every etcdctl presents a
+    /// client certificate with CN `client_cn`. The certificates come from `pki`.
+    pub async fn start_tls(members: usize, pki: &TestPki, client_cn: &str) -> Result<Self> {
+        let member = pki.server("diff-etcd", "etcd-member")?;
+        let etcd_tls = EtcdTls {
+            ca: pki.ca().to_path_buf(),
+            cert: member.cert,
+            key: member.key,
+            plain_local: false,
+        };
+        let (reference, backend) = tokio::try_join!(
+            EtcdCluster::start_tls(members, etcd_tls.clone()),
+            EtcdCluster::start_tls(members, etcd_tls)
+        )?;
+        let server = pki.server("diff-keygate", "keygate")?;
+        let upstream = pki.client("diff-keygate-upstream", "keygate")?;
+        let toml = format!(
+            "{}[upstream.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+            pki.server_tls(&server, "required"),
+            pki.ca(),
+            upstream.cert,
+            upstream.key
+        );
+        let keygate = Keygate::start_with_config(&backend.client_urls(), &toml, &[]).await?;
+        let client = pki.client("diff-etcdctl", client_cn)?;
+        let ctl = |endpoint: String| -> Result<Etcdctl> {
+            Ok(Etcdctl::new(&[endpoint])?.with_tls(pki.ca(), &client))
+        };
+        Ok(Self {
+            direct: ctl(reference.endpoint(0))?,
+            gw: ctl(format!("https://{}", keygate.addr()))?,
+            backend_direct: ctl(backend.endpoint(0))?,
+            reference,
+            backend,
+            front: Front::Keygate(keygate),
         })
     }
 

@@ -45,6 +45,10 @@ pub struct EtcdTls {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Also a plain-text client listener on loopback (on the member's metrics port, which then
+    /// serves /health and /metrics as a client URL does): what a gateway on the member's own
+    /// host reaches it through while remote clients use TLS (`plain_local_urls`).
+    pub plain_local: bool,
 }
 
 /// A running etcd cluster whose members the harness started and owns.
@@ -171,6 +175,8 @@ impl EtcdCluster {
             Some(cluster) => (cluster, "existing"),
             None => (&self.initial_cluster, "new"),
         };
+        let plain_url = format!("http://127.0.0.1:{}", m.metrics_port);
+        let mut listen_client_urls = client_url.clone();
         let mut cmd = Command::new(etcd);
         if let Some(tls) = &self.tls {
             cmd.arg("--cert-file")
@@ -179,16 +185,19 @@ impl EtcdCluster {
                 .arg(&tls.key)
                 .arg("--trusted-ca-file")
                 .arg(&tls.ca)
-                .arg("--client-cert-auth")
-                .arg("--listen-metrics-urls")
-                .arg(format!("http://127.0.0.1:{}", m.metrics_port));
+                .arg("--client-cert-auth");
+            if tls.plain_local {
+                listen_client_urls = format!("{client_url},{plain_url}");
+            } else {
+                cmd.args(["--listen-metrics-urls", &plain_url]);
+            }
         }
         let child = cmd
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&m.data_dir)
-            .args(["--listen-client-urls", &client_url])
+            .args(["--listen-client-urls", &listen_client_urls])
             .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
@@ -261,6 +270,17 @@ impl EtcdCluster {
     /// Every member's client URL (`http://127.0.0.1:PORT`).
     pub fn client_urls(&self) -> Vec<String> {
         (0..self.len()).map(|i| self.endpoint(i)).collect()
+    }
+
+    /// Every member's plain-text loopback client URL, for a TLS cluster started with
+    /// `plain_local`.
+    pub fn plain_local_urls(&self) -> Option<Vec<String>> {
+        let local = self.tls.as_ref().is_some_and(|t| t.plain_local);
+        local.then(|| {
+            (self.members.iter())
+                .map(|m| format!("http://127.0.0.1:{}", m.metrics_port))
+                .collect()
+        })
     }
 
     /// Member `i`'s client URL (`http://127.0.0.1:PORT`, https:// for a TLS cluster).

@@ -1,7 +1,7 @@
 //! Running the real `etcdctl` (v3 API) against a target: one-shot commands and long-running
 //! ones (watch, lock, elect) whose output is read line by line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 use crate::bins::etcd_tool;
+use crate::pki::CertFiles;
 use crate::process::signal;
 
 /// How long one etcdctl command may run.
@@ -44,6 +45,8 @@ impl CmdOutput {
 pub struct Etcdctl {
     bin: PathBuf,
     endpoints: String,
+    /// Flags before every command (`with_tls`).
+    global: Vec<String>,
 }
 
 impl Etcdctl {
@@ -52,7 +55,18 @@ impl Etcdctl {
         Ok(Self {
             bin: etcd_tool("etcdctl")?,
             endpoints: endpoints.join(","),
+            global: Vec::new(),
         })
+    }
+
+    /// The same etcdctl over TLS: `ca` verifies the server, `client` is presented.
+    pub fn with_tls(mut self, ca: &Path, client: &CertFiles) -> Self {
+        self.global.extend([
+            format!("--cacert={}", ca.display()),
+            format!("--cert={}", client.cert.display()),
+            format!("--key={}", client.key.display()),
+        ]);
+        self
     }
 
     /// The `--endpoints` value.
@@ -65,6 +79,7 @@ impl Etcdctl {
         cmd.env("ETCDCTL_API", "3")
             .env_remove("ETCDCTL_ENDPOINTS")
             .arg(format!("--endpoints={}", self.endpoints))
+            .args(&self.global)
             .args(args)
             .kill_on_drop(true);
         cmd

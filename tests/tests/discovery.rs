@@ -126,6 +126,7 @@ async fn tls_members_are_discovered_at_their_https_urls() -> Result<()> {
         ca: pki.ca().to_path_buf(),
         cert: member.cert.clone(),
         key: member.key.clone(),
+        plain_local: false,
     };
     let cluster = EtcdCluster::start_tls(3, tls).await?;
     let upstream = pki.client("keygate-upstream", "keygate")?;

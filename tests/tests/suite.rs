@@ -40,6 +40,7 @@ mod tenant_isolation_leases;
 mod tenant_quotas;
 mod tenant_streams;
 mod tls;
+mod tls_etcdctl;
 mod watch_conformance;
 mod watch_failover;
 mod watch_faults;

@@ -70,6 +70,7 @@ async fn etcdctl_through_tls_keygate_to_tls_etcd() -> Result<()> {
             ca: pki.ca().to_path_buf(),
             cert: member.cert.clone(),
             key: member.key.clone(),
+            plain_local: false,
         },
     )
     .await?;

@@ -47,6 +47,10 @@ pub const EXTRA_MODES: &[&str] = &["handshakes"];
 /// `keygate-no-mirror` is keygate started with `--no-mirror`: pure forwarding.
 pub const ALL_TARGETS: &[&str] = &["etcd", "grpc-proxy", "keygate", "keygate-no-mirror"];
 
+/// Targets run only when asked for by name (`--targets`), with `--tls`: keygate terminating
+/// TLS and reaching etcd over its plain-text loopback listeners, as on the members' own host.
+pub const TLS_TARGETS: &[&str] = &["keygate-plain-upstream"];
+
 /// keygate's load generator: etcd directly vs `etcd grpc-proxy` vs keygate, in one run.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "loadgen")]
@@ -57,7 +61,8 @@ pub struct Options {
     #[arg(long, value_delimiter = ',', default_values_t = ALL_MODES.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
     pub modes: Vec<String>,
     /// Targets to measure, comma-separated: etcd, grpc-proxy, keygate, keygate-no-mirror
-    /// (keygate with `--no-mirror`: every request forwarded).
+    /// (keygate with `--no-mirror`: every request forwarded); with `--tls` also
+    /// keygate-plain-upstream (terminating TLS, to etcd's plain-text loopback listeners).
     #[arg(long, value_delimiter = ',', default_values_t = ALL_TARGETS.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
     pub targets: Vec<String>,
     /// etcd cluster members.
@@ -103,7 +108,8 @@ pub struct Options {
     #[arg(long, default_value = "")]
     pub keygate_args: String,
     /// TLS everywhere: etcd serves TLS on its client port with client certificates required,
-    /// keygate and grpc-proxy terminate TLS the same way and reach etcd over TLS, and the load
+    /// keygate and grpc-proxy terminate TLS the same way and reach etcd over TLS (but
+    /// keygate-plain-upstream: over etcd's plain-text loopback listeners), and the load
     /// generator connects over TLS presenting a client certificate.
     #[arg(long)]
     pub tls: bool,
@@ -129,8 +135,15 @@ pub fn main() -> Result<()> {
         }
     }
     for t in &opts.targets {
-        if !ALL_TARGETS.contains(&t.as_str()) {
-            bail!("unknown target {t:?}; targets: {}", ALL_TARGETS.join(","));
+        if TLS_TARGETS.contains(&t.as_str()) && !opts.tls {
+            bail!("target {t:?} needs --tls");
+        }
+        if !ALL_TARGETS.contains(&t.as_str()) && !TLS_TARGETS.contains(&t.as_str()) {
+            bail!(
+                "unknown target {t:?}; targets: {},{}",
+                ALL_TARGETS.join(","),
+                TLS_TARGETS.join(",")
+            );
         }
     }
     if opts.clients == 0 || opts.conns == 0 || opts.keys == 0 {
@@ -175,6 +188,7 @@ async fn run(opts: Options) -> Result<()> {
     }
     .context("starting etcd")?;
     let urls = cluster.client_urls();
+    let local_urls = cluster.plain_local_urls().unwrap_or_default();
     let etcd_pids: Vec<u32> = (0..cluster.len()).filter_map(|i| cluster.pid(i)).collect();
     let etcd_version = etcd_version();
 
@@ -207,7 +221,8 @@ async fn run(opts: Options) -> Result<()> {
             // Each proxy runs only while it is measured, so none of them (keygate's mirror
             // watch, say) loads etcd or the CPUs while another target is measured.
             let (target, running) =
-                match start_target(name, &urls, &etcd_pids, &opts, tls.as_ref()).await {
+                match start_target(name, &urls, &local_urls, &etcd_pids, &opts, tls.as_ref()).await
+                {
                     Ok(t) => t,
                     Err(e) => {
                         let m = Measure::failed(name, format!("did not start: {e:#}"));

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use keygate_proto::etcdserverpb::kv_client::KvClient;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -46,9 +46,12 @@ impl Running {
     }
 }
 
+/// `local_urls`: the members' plain-text loopback URLs of a `--tls` run, which
+/// `keygate-plain-upstream` forwards to.
 pub(super) async fn start_target(
     name: &str,
     urls: &[String],
+    local_urls: &[String],
     etcd_pids: &[u32],
     opts: &Options,
     tls: Option<&LoadTls>,
@@ -100,19 +103,22 @@ pub(super) async fn start_target(
             ))
         }
         _ => {
-            let name: &'static str = if name == "keygate" {
-                "keygate"
-            } else {
-                "keygate-no-mirror"
+            let name: &'static str = match name {
+                "keygate" => "keygate",
+                "keygate-plain-upstream" => "keygate-plain-upstream",
+                _ => "keygate-no-mirror",
             };
             let mut extra: Vec<&str> = opts.keygate_args.split_whitespace().collect();
             if name == "keygate-no-mirror" {
                 extra.push("--no-mirror");
             }
-            let config = match tls {
-                Some(t) => Some(t.keygate_config()?.display().to_string()),
-                None => None,
+            let (config, urls) = match (tls, name) {
+                (Some(t), "keygate-plain-upstream") => (Some(t.keygate_config(false)?), local_urls),
+                (Some(t), _) => (Some(t.keygate_config(true)?), urls),
+                (None, "keygate-plain-upstream") => bail!("keygate-plain-upstream needs --tls"),
+                (None, _) => (None, urls),
             };
+            let config = config.map(|c| c.display().to_string());
             if let Some(c) = &config {
                 extra.extend(["--config", c.as_str()]);
             }

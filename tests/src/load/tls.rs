@@ -1,6 +1,8 @@
-//! `--tls`: one test CA per run; etcd serving TLS with client certificates required, keygate and
-//! `etcd grpc-proxy` terminating TLS the same way (client certificates required) and reaching
-//! etcd over TLS; the load generator's TLS settings; the TLS summary of a run.
+//! `--tls`: one test CA per run; etcd serving TLS with client certificates required (and plain
+//! text on loopback listeners of its own); keygate and `etcd grpc-proxy` terminating TLS the same
+//! way (client certificates required) and reaching etcd over TLS, or keygate reaching the
+//! loopback listeners (`keygate-plain-upstream`); the load generator's TLS settings; the TLS
+//! summary of a run.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -58,6 +60,7 @@ impl LoadTls {
             ca: self.pki.ca().to_path_buf(),
             cert: self.member.cert.clone(),
             key: self.member.key.clone(),
+            plain_local: true,
         }
     }
 
@@ -67,20 +70,31 @@ impl LoadTls {
     }
 
     /// Writes keygate's configuration: TLS on its client port with client certificates
-    /// required (as etcd's --client-cert-auth), TLS with a client certificate to etcd.
-    pub(super) fn keygate_config(&self) -> Result<PathBuf> {
-        let toml = format!(
+    /// required (as etcd's --client-cert-auth); with `upstream_tls`, TLS with a client
+    /// certificate to etcd, else plain text to the members' loopback listeners (keygate on the
+    /// members' host, terminating TLS for them).
+    pub(super) fn keygate_config(&self, upstream_tls: bool) -> Result<PathBuf> {
+        let mut toml = format!(
             "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n\
-             client_auth = \"required\"\n\
-             [upstream.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+             client_auth = \"required\"\n",
             self.proxy_server.cert,
             self.proxy_server.key,
             self.pki.ca(),
-            self.pki.ca(),
-            self.proxy_client.cert,
-            self.proxy_client.key,
         );
-        let path = self.pki.dir().join("keygate-loadgen.toml");
+        if upstream_tls {
+            toml += &format!(
+                "[upstream.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+                self.pki.ca(),
+                self.proxy_client.cert,
+                self.proxy_client.key,
+            );
+        }
+        let name = if upstream_tls {
+            "keygate-loadgen.toml"
+        } else {
+            "keygate-loadgen-plain.toml"
+        };
+        let path = self.pki.dir().join(name);
         std::fs::write(&path, toml)?;
         Ok(path)
     }
@@ -127,7 +141,12 @@ pub(super) fn summary(reports: &[ModeReport]) -> String {
             let _ = writeln!(out, "  {:<18} etcd not measured", r.mode);
             continue;
         };
-        for t in ["keygate", "keygate-no-mirror", "grpc-proxy"] {
+        for t in [
+            "keygate",
+            "keygate-plain-upstream",
+            "keygate-no-mirror",
+            "grpc-proxy",
+        ] {
             let Some(m) = r.get(t) else { continue };
             let ratio = m.ops_per_sec() / base.ops_per_sec();
             let _ = writeln!(
