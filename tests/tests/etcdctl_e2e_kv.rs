@@ -4,10 +4,10 @@
 
 use crate::etcdctl_common;
 
-use anyhow::{bail, ensure, Context, Result};
-use etcdctl_common::{expect_stdout, LINE_TIMEOUT};
+use anyhow::{ensure, Context, Result};
+use etcdctl_common::{expect_stdout, lease_id, LINE_TIMEOUT};
 use keygate_tests::normalize::normalize_text;
-use keygate_tests::{CmdOutput, DiffPair, Etcdctl};
+use keygate_tests::{DiffPair, Etcdctl};
 use serde_json::Value;
 
 /// The header revision of `etcdctl get <key> -w json`.
@@ -297,15 +297,6 @@ async fn watch_streams_the_same_events() -> Result<()> {
         outs[1]
     );
     Ok(())
-}
-
-/// The lease id etcdctl printed (`lease 694d... granted with TTL(60s)`).
-fn lease_id(out: &CmdOutput) -> Result<String> {
-    let words: Vec<&str> = out.stdout.split_whitespace().collect();
-    match words.as_slice() {
-        ["lease", id, "granted", ..] => Ok(id.to_string()),
-        _ => bail!("no lease id in {out:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,26 +7,11 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::etcdctl_common::{expect_stdout as expect, lease_id, LINE_TIMEOUT};
+use anyhow::{ensure, Context, Result};
 use keygate_tests::pki::TestPki;
-use keygate_tests::{CmdOutput, DiffPair, Etcdctl};
+use keygate_tests::{DiffPair, Etcdctl};
 use serde_json::Value;
-
-const LINE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The lease id etcdctl printed (`lease 694d... granted with TTL(60s)`).
-fn lease_id(out: &CmdOutput) -> Result<String> {
-    let words: Vec<&str> = out.stdout.split_whitespace().collect();
-    match words.as_slice() {
-        ["lease", id, "granted", ..] => Ok(id.to_string()),
-        _ => bail!("no lease id in {out:?}"),
-    }
-}
-
-fn expect(out: &CmdOutput, want: &str) -> Result<()> {
-    ensure!(out.stdout == want, "want stdout {want:?}, got {out:?}");
-    Ok(())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_etcdctl_session_over_tls_matches_etcd() -> Result<()> {
