@@ -77,13 +77,7 @@ impl DiffPair {
         )?;
         let server = pki.server("diff-keygate", "keygate")?;
         let upstream = pki.client("diff-keygate-upstream", "keygate")?;
-        let toml = format!(
-            "{}[upstream.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
-            pki.server_tls(&server, "required"),
-            pki.ca(),
-            upstream.cert,
-            upstream.key
-        );
+        let toml = pki.server_tls(&server, "required") + &pki.upstream_tls(&upstream);
         let keygate = Keygate::start_with_config(&backend.client_urls(), &toml, &[]).await?;
         let client = pki.client("diff-etcdctl", client_cn)?;
         let ctl = |endpoint: String| -> Result<Etcdctl> {

@@ -38,6 +38,14 @@ struct Member {
     joins: Option<String>,
 }
 
+impl Member {
+    /// The plain-HTTP URL on the metrics port: /health and /metrics, and with
+    /// `EtcdTls::plain_local` a client listener too.
+    fn plain_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.metrics_port)
+    }
+}
+
 /// TLS on a cluster's client URLs, with client certificates required (etcd's
 /// --client-cert-auth); each member uses `cert` both to serve and as its client certificate.
 #[derive(Debug, Clone)]
@@ -175,7 +183,7 @@ impl EtcdCluster {
             Some(cluster) => (cluster, "existing"),
             None => (&self.initial_cluster, "new"),
         };
-        let plain_url = format!("http://127.0.0.1:{}", m.metrics_port);
+        let plain_url = m.plain_url();
         let mut listen_client_urls = client_url.clone();
         let mut cmd = Command::new(etcd);
         if let Some(tls) = &self.tls {
@@ -276,11 +284,7 @@ impl EtcdCluster {
     /// `plain_local`.
     pub fn plain_local_urls(&self) -> Option<Vec<String>> {
         let local = self.tls.as_ref().is_some_and(|t| t.plain_local);
-        local.then(|| {
-            (self.members.iter())
-                .map(|m| format!("http://127.0.0.1:{}", m.metrics_port))
-                .collect()
-        })
+        local.then(|| self.members.iter().map(Member::plain_url).collect())
     }
 
     /// Member `i`'s client URL (`http://127.0.0.1:PORT`, https:// for a TLS cluster).

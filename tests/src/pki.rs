@@ -88,6 +88,15 @@ impl TestPki {
         )
     }
 
+    /// keygate's `[upstream.tls]` table: members verified against this CA, `client` presented
+    /// to them.
+    pub fn upstream_tls(&self, client: &CertFiles) -> String {
+        format!(
+            "[upstream.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+            self.ca, client.cert, client.key
+        )
+    }
+
     /// A client certificate with CN `cn`.
     pub fn client(&self, file: &str, cn: &str) -> Result<CertFiles> {
         self.issue(file, cn, &[], false)

@@ -130,13 +130,9 @@ async fn tls_members_are_discovered_at_their_https_urls() -> Result<()> {
     };
     let cluster = EtcdCluster::start_tls(3, tls).await?;
     let upstream = pki.client("keygate-upstream", "keygate")?;
-    let toml = format!(
-        "[upstream]\ndiscover_members = true\ndiscover_interval_ms = 200\nhealth_interval_ms = 100\n\
-         [upstream.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
-        pki.ca(),
-        upstream.cert,
-        upstream.key
-    );
+    let toml = "[upstream]\ndiscover_members = true\ndiscover_interval_ms = 200\nhealth_interval_ms = 100\n"
+        .to_string()
+        + &pki.upstream_tls(&upstream);
     let keygate = Keygate::start_with_config(&[cluster.endpoint(0)], &toml, &[]).await?;
     for i in 0..3 {
         let healthy = format!(

@@ -7,8 +7,7 @@ use crate::etcdctl_common;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use etcdctl_common::{expect_stdout, LINE_TIMEOUT};
-use keygate_tests::normalize::normalize_text;
+use etcdctl_common::{expect_stdout, lock_and_elect_transcript};
 use keygate_tests::{ports, CmdOutput, DiffPair, EtcdCluster, Etcdctl, Keygate};
 use serde_json::Value;
 
@@ -184,69 +183,7 @@ async fn lock_and_election() -> Result<()> {
 
     let mut transcripts = Vec::new();
     for ctl in [&p.direct, &p.gw] {
-        let mut t = Vec::new();
-        // Two lockers: the second waits until the first lets go (SIGTERM releases the lock).
-        let mut first = ctl.spawn(&["lock", "mylock"])?;
-        let held = first.next_line(LINE_TIMEOUT).await?;
-        t.push(normalize_text(&held));
-        let mut second = ctl.spawn(&["lock", "mylock"])?;
-        second
-            .expect_silence(Duration::from_millis(800))
-            .await
-            .context("the second locker got the lock while the first held it")?;
-        first.signal("TERM")?;
-        t.push(format!("first exit {:?}", first.wait(LINE_TIMEOUT).await?));
-        let next = second.next_line(LINE_TIMEOUT).await?;
-        ensure!(next != held, "both lockers got the same key {held}");
-        t.push(normalize_text(&next));
-        second.signal("TERM")?;
-        t.push(format!(
-            "second exit {:?}",
-            second.wait(LINE_TIMEOUT).await?
-        ));
-
-        // Election: a leader, an observer, a waiting candidate that takes over.
-        let mut leader = ctl.spawn(&["elect", "myelection", "p1"])?;
-        t.extend(
-            leader
-                .lines(2, LINE_TIMEOUT)
-                .await?
-                .iter()
-                .map(|l| normalize_text(l)),
-        );
-        let mut observer = ctl.spawn(&["elect", "-l", "myelection"])?;
-        t.extend(
-            observer
-                .lines(2, LINE_TIMEOUT)
-                .await?
-                .iter()
-                .map(|l| normalize_text(l)),
-        );
-        let mut candidate = ctl.spawn(&["elect", "myelection", "p2"])?;
-        candidate
-            .expect_silence(Duration::from_millis(800))
-            .await
-            .context("a second candidate was elected while the leader lived")?;
-        leader.signal("TERM")?;
-        leader.wait(LINE_TIMEOUT).await?;
-        t.extend(
-            candidate
-                .lines(2, LINE_TIMEOUT)
-                .await?
-                .iter()
-                .map(|l| normalize_text(l)),
-        );
-        t.extend(
-            observer
-                .lines(2, LINE_TIMEOUT)
-                .await?
-                .iter()
-                .map(|l| normalize_text(l)),
-        );
-        candidate.signal("TERM")?;
-        candidate.wait(LINE_TIMEOUT).await?;
-        observer.kill().await?;
-        transcripts.push(t);
+        transcripts.push(lock_and_elect_transcript(ctl).await?);
     }
     ensure!(
         transcripts[0] == transcripts[1],

@@ -30,12 +30,7 @@ async fn tls_keygate(
         pki.server_tls(server, client_auth)
     );
     if let Some(up) = upstream {
-        toml.push_str(&format!(
-            "[upstream.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
-            pki.ca(),
-            up.cert,
-            up.key
-        ));
+        toml.push_str(&pki.upstream_tls(up));
     }
     let debug = ["--log-level", "keygate=debug,info"];
     Keygate::start_with_config(&etcd.client_urls(), &toml, &debug).await

@@ -5,12 +5,12 @@
 //! leases with keep-alive, member list, endpoint health and status, snapshot, compaction,
 //! defrag, alarms, lock and election.
 
-use std::time::Duration;
-
-use crate::etcdctl_common::{expect_stdout as expect, lease_id, LINE_TIMEOUT};
+use crate::etcdctl_common::{
+    expect_stdout as expect, lease_id, lock_and_elect_transcript, LINE_TIMEOUT,
+};
 use anyhow::{ensure, Context, Result};
 use keygate_tests::pki::TestPki;
-use keygate_tests::{DiffPair, Etcdctl};
+use keygate_tests::DiffPair;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -121,33 +121,12 @@ async fn the_etcdctl_session_over_tls_matches_etcd() -> Result<()> {
         &p.same(&["lock", "job", "echo", "acquired"]).await?,
         "acquired\n",
     )?;
-    lock_and_elect(&p.gw).await
-}
-
-/// A lock held by one etcdctl blocks a second until released; an election's leader is seen by
-/// an observer.
-async fn lock_and_elect(ctl: &Etcdctl) -> Result<()> {
-    let mut first = ctl.spawn(&["lock", "mylock"])?;
-    ensure!(first.next_line(LINE_TIMEOUT).await?.starts_with("mylock/"));
-    let mut second = ctl.spawn(&["lock", "mylock"])?;
-    second.expect_silence(Duration::from_millis(500)).await?;
-    first.kill().await?;
-    ensure!(second.next_line(LINE_TIMEOUT).await?.starts_with("mylock/"));
-    second.kill().await?;
-
-    let mut leader = ctl.spawn(&["elect", "myelection", "p1"])?;
-    ensure!(leader
-        .next_line(LINE_TIMEOUT)
-        .await?
-        .starts_with("myelection/"));
-    ensure!(leader.next_line(LINE_TIMEOUT).await? == "p1");
-    let mut observer = ctl.spawn(&["elect", "-l", "myelection"])?;
-    ensure!(observer
-        .next_line(LINE_TIMEOUT)
-        .await?
-        .starts_with("myelection/"));
-    ensure!(observer.next_line(LINE_TIMEOUT).await? == "p1");
-    leader.kill().await?;
-    observer.kill().await?;
+    let direct = lock_and_elect_transcript(&p.direct).await?;
+    let through = lock_and_elect_transcript(&p.gw).await?;
+    ensure!(
+        direct == through,
+        "lock/elect differ:\ndirect: {direct:#?}\nfront:  {through:#?}\n{}",
+        p.front_log()
+    );
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use keygate_proto::etcdserverpb::kv_client::KvClient;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -115,7 +115,6 @@ pub(super) async fn start_target(
             let (config, urls) = match (tls, name) {
                 (Some(t), "keygate-plain-upstream") => (Some(t.keygate_config(false)?), local_urls),
                 (Some(t), _) => (Some(t.keygate_config(true)?), urls),
-                (None, "keygate-plain-upstream") => bail!("keygate-plain-upstream needs --tls"),
                 (None, _) => (None, urls),
             };
             let config = config.map(|c| c.display().to_string());

@@ -74,20 +74,9 @@ impl LoadTls {
     /// certificate to etcd, else plain text to the members' loopback listeners (keygate on the
     /// members' host, terminating TLS for them).
     pub(super) fn keygate_config(&self, upstream_tls: bool) -> Result<PathBuf> {
-        let mut toml = format!(
-            "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n\
-             client_auth = \"required\"\n",
-            self.proxy_server.cert,
-            self.proxy_server.key,
-            self.pki.ca(),
-        );
+        let mut toml = self.pki.server_tls(&self.proxy_server, "required");
         if upstream_tls {
-            toml += &format!(
-                "[upstream.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
-                self.pki.ca(),
-                self.proxy_client.cert,
-                self.proxy_client.key,
-            );
+            toml += &self.pki.upstream_tls(&self.proxy_client);
         }
         let name = if upstream_tls {
             "keygate-loadgen.toml"
