@@ -28,6 +28,9 @@ pub enum GatewayError {
     /// A gRPC service that etcd does not have.
     #[error("unknown service {0}")]
     UnknownService(String),
+    /// grpc.health.v1.Health asked about a service other than the server as a whole.
+    #[error("unknown service")]
+    UnknownHealthService,
     /// A write held to a storage quota that cannot be counted now
     /// (`tenants.uncounted_writes = "refuse"`).
     #[error("etcdserver: storage quota cannot be checked now (keygate)")]
@@ -43,6 +46,7 @@ impl GatewayError {
             }
             Self::RequestTooLarge { .. } => Code::ResourceExhausted,
             Self::UnknownMethod { .. } | Self::UnknownService(_) => Code::Unimplemented,
+            Self::UnknownHealthService => Code::NotFound,
         }
     }
 }

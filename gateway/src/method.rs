@@ -86,6 +86,8 @@ methods! {
     LEADER = "v3electionpb.Election" / "Leader", Unary, true;
     OBSERVE = "v3electionpb.Election" / "Observe", ServerStream, true;
     RESIGN = "v3electionpb.Election" / "Resign", Unary, false;
+    HEALTH_CHECK = "grpc.health.v1.Health" / "Check", Unary, true;
+    HEALTH_WATCH = "grpc.health.v1.Health" / "Watch", ServerStream, true;
 }
 
 /// Why a gRPC path is not one of etcd's methods, in grpc-go's words.

@@ -25,3 +25,8 @@ pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
+
+/// The gRPC health-checking service etcd serves beside its API.
+pub mod health {
+    tonic::include_proto!("grpc.health.v1");
+}

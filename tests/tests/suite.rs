@@ -18,6 +18,7 @@ mod failover;
 mod grpc_differential;
 mod grpc_differential_random;
 mod grpc_differential_txn;
+mod grpc_health;
 mod harness;
 mod identity;
 mod json_clients;

@@ -4,6 +4,7 @@
 pub(super) mod auth;
 pub(super) mod cluster;
 pub(super) mod concurrency;
+pub(super) mod health;
 pub(super) mod kv;
 pub(super) mod lease;
 pub(super) mod maintenance;
@@ -27,7 +28,7 @@ macro_rules! unary {
 }
 pub(crate) use unary;
 
-/// Every etcd service, as one router, with etcd's request size limit.
+/// Every etcd service and gRPC's health service, as one router, with etcd's request size limit.
 pub fn routes(gw: &Arc<Gateway>, max_recv: usize) -> Routes {
     Routes::new(kv::server(gw, max_recv))
         .add_service(watch::server(gw, max_recv))
@@ -37,4 +38,5 @@ pub fn routes(gw: &Arc<Gateway>, max_recv: usize) -> Routes {
         .add_service(auth::server(gw, max_recv))
         .add_service(concurrency::lock_server(gw, max_recv))
         .add_service(concurrency::election_server(gw, max_recv))
+        .add_service(health::server(gw, max_recv))
 }
