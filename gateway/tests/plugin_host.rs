@@ -423,3 +423,67 @@ async fn audit_batches_write_rotate_and_count_drops() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// CPU time the thread named `name` of this process has used so far (Linux schedstat).
+fn thread_cpu(name: &str) -> Option<Duration> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            let ns = stat.split_whitespace().next()?.parse().ok()?;
+            return Some(Duration::from_nanos(ns));
+        }
+    }
+    None
+}
+
+/// The audit worker's CPU per event (audit-jsonl, every request recorded, written to a file):
+/// the events' lowering into the plugin, its JSON, the records' lifting and the writes.
+/// `cargo test --release -p keygate --test plugin_host audit_event_cost -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement; run it on its own in release"]
+async fn audit_event_cost() {
+    use keygate::config::AuditConfig;
+    use keygate::policy::audit::Audit;
+    let dir = std::env::temp_dir().join(format!("kg-audit-cost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (_registry, metrics) = metrics();
+    let config = AuditConfig {
+        path: plugins()
+            .join("audit_jsonl.wasm")
+            .to_string_lossy()
+            .into_owned(),
+        output: dir.join("audit.jsonl").to_string_lossy().into_owned(),
+        rotate_bytes: 100 << 20,
+        ..AuditConfig::default()
+    };
+    let audit = Audit::start(&config, &engine(""), &metrics)
+        .expect("starts")
+        .expect("some");
+    let alice = Identity {
+        peer: Some("127.0.0.1:40112".parse().expect("addr")),
+        ..who("alice")
+    };
+    let request = RangeRequest {
+        key: b"/registry/pods/default/web-0".as_slice().into(),
+        serializable: true,
+        ..Default::default()
+    };
+    let events = 200_000u64;
+    for round in 0..2 {
+        let before = thread_cpu("audit").expect("the audit thread");
+        for _ in 0..events {
+            let pending = Audit::begin(&method::RANGE, &request);
+            audit
+                .finish(pending, Some(&alice), "allow", Ok(Some(1234)), "mirror")
+                .await;
+        }
+        audit.flush().await;
+        let spent = thread_cpu("audit").expect("the audit thread") - before;
+        println!(
+            "round {round}: audit worker {:.2} µs of CPU per event",
+            spent.as_secs_f64() * 1e6 / events as f64
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

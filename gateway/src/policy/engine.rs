@@ -27,6 +27,11 @@ impl PluginEngine {
             .concurrency_support(false)
             .epoch_interruption(true)
             .max_wasm_stack(512 * 1024);
+        // For profiling plugins with `perf`: wasmtime writes /tmp/perf-<pid>.map naming the
+        // compiled plugin functions (docs/plugins.md, "Profiling a plugin").
+        if std::env::var_os("KEYGATE_PLUGIN_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if !cache_dir.is_empty() {
             let mut cache = CacheConfig::new();
             cache.with_directory(cache_dir);
