@@ -2,7 +2,7 @@
 //! decisions, the failure policy of each kind of fault, instance replacement, metrics, and the
 //! per-call cost of authorize on a reused instance.
 
-use keygate::config::{PluginConfig, PluginsConfig};
+use keygate::config::{AuditConfig, PluginConfig, PluginsConfig};
 use keygate::describe::Description;
 use keygate::identity::{Identity, Source};
 use keygate::method;
@@ -354,25 +354,29 @@ fn authorize_call_cost() {
     let _ = Failure::Deadline;
 }
 
+/// audit-jsonl writing every request to `output`, rotated at `rotate_bytes`.
+fn audit_jsonl_config(output: &std::path::Path, rotate_bytes: u64) -> AuditConfig {
+    AuditConfig {
+        path: plugins()
+            .join("audit_jsonl.wasm")
+            .to_string_lossy()
+            .into_owned(),
+        output: output.to_string_lossy().into_owned(),
+        rotate_bytes,
+        ..AuditConfig::default()
+    }
+}
+
 /// The audit pipeline on its own: every event reaches the auditor, records are written and the
 /// file rotates; with on_full = "drop", a flood past the queue is counted, never silent.
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_batches_write_rotate_and_count_drops() {
-    use keygate::config::AuditConfig;
     use keygate::policy::audit::Audit;
     let dir = std::env::temp_dir().join(format!("kg-audit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let out = dir.join("audit.jsonl");
     let (_registry, metrics) = metrics();
-    let config = AuditConfig {
-        path: plugins()
-            .join("audit_jsonl.wasm")
-            .to_string_lossy()
-            .into_owned(),
-        output: out.to_string_lossy().into_owned(),
-        rotate_bytes: 2000,
-        ..AuditConfig::default()
-    };
+    let config = audit_jsonl_config(&out, 2000);
     let audit = Audit::start(&config, &engine(""), &metrics)
         .expect("starts")
         .expect("some");
@@ -443,20 +447,11 @@ fn thread_cpu(name: &str) -> Option<Duration> {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement; run it on its own in release"]
 async fn audit_event_cost() {
-    use keygate::config::AuditConfig;
     use keygate::policy::audit::Audit;
     let dir = std::env::temp_dir().join(format!("kg-audit-cost-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let (_registry, metrics) = metrics();
-    let config = AuditConfig {
-        path: plugins()
-            .join("audit_jsonl.wasm")
-            .to_string_lossy()
-            .into_owned(),
-        output: dir.join("audit.jsonl").to_string_lossy().into_owned(),
-        rotate_bytes: 100 << 20,
-        ..AuditConfig::default()
-    };
+    let config = audit_jsonl_config(&dir.join("audit.jsonl"), 100 << 20);
     let audit = Audit::start(&config, &engine(""), &metrics)
         .expect("starts")
         .expect("some");

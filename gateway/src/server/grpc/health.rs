@@ -1,7 +1,7 @@
 //! grpc.health.v1.Health, which etcd serves beside its API and load balancers and Kubernetes'
 //! gRPC probes ask. keygate answers it itself: the server as a whole (service "") is SERVING
-//! while keygate can reach a healthy etcd member and is not shutting down, NOT_SERVING
-//! otherwise — the same condition as `/readyz`. Any other service name is unknown, as on etcd.
+//! while keygate can reach a healthy etcd member (what `/readyz` reports) and is not shutting
+//! down, NOT_SERVING otherwise. Any other service name is unknown, as on etcd.
 //! No key is involved, so neither the authorizers nor the audit see these calls.
 
 use crate::errors::GatewayError;
@@ -25,18 +25,16 @@ pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> HealthServer<HealthService>
     HealthServer::new(HealthService(gw.clone())).max_decoding_message_size(max_recv)
 }
 
-impl HealthService {
-    /// The status of `service`; `None` for a service etcd does not report on.
-    fn status(&self, service: &str) -> Option<ServingStatus> {
-        if !service.is_empty() {
-            return None;
-        }
-        let serving = self.0.pool.any_healthy() && !self.0.shutdown.is_triggered();
-        Some(match serving {
-            true => ServingStatus::Serving,
-            false => ServingStatus::NotServing,
-        })
+/// The status of `service`; `None` for a service etcd does not report on.
+fn status(gw: &Gateway, service: &str) -> Option<ServingStatus> {
+    if !service.is_empty() {
+        return None;
     }
+    let serving = gw.pool.any_healthy() && !gw.shutdown.is_triggered();
+    Some(match serving {
+        true => ServingStatus::Serving,
+        false => ServingStatus::NotServing,
+    })
 }
 
 fn answer(status: ServingStatus) -> HealthCheckResponse {
@@ -54,7 +52,7 @@ impl Health for HealthService {
         r: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
         let timer = self.0.metrics.grpc.start(&method::HEALTH_CHECK);
-        let result = match self.status(&r.get_ref().service) {
+        let result = match status(&self.0, &r.get_ref().service) {
             Some(status) => Ok(Response::new(answer(status))),
             None => Err(GatewayError::UnknownHealthService.into()),
         };
@@ -69,7 +67,7 @@ impl Health for HealthService {
         r: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let watch = Watch {
-            service: HealthService(self.0.clone()),
+            gw: self.0.clone(),
             name: r.into_inner().service,
             sent: None,
             timer: Some(self.0.metrics.grpc.start(&method::HEALTH_WATCH)),
@@ -84,7 +82,7 @@ impl Health for HealthService {
 
 /// One Watch stream: what it last sent, and its timer, which records the stream's end.
 struct Watch {
-    service: HealthService,
+    gw: Arc<Gateway>,
     name: String,
     sent: Option<ServingStatus>,
     timer: Option<RpcTimer>,
@@ -94,8 +92,8 @@ impl Watch {
     /// Waits for a status other than the one last sent; `None` once the stream is over.
     async fn next_change(&mut self) -> Option<ServingStatus> {
         loop {
-            let stopping = self.service.0.shutdown.is_triggered();
-            let status = (self.service.status(&self.name)).unwrap_or(ServingStatus::ServiceUnknown);
+            let stopping = self.gw.shutdown.is_triggered();
+            let status = status(&self.gw, &self.name).unwrap_or(ServingStatus::ServiceUnknown);
             if self.sent != Some(status) {
                 self.sent = Some(status);
                 return Some(status);
@@ -108,7 +106,7 @@ impl Watch {
             }
             tokio::select! {
                 () = tokio::time::sleep(WATCH_INTERVAL) => {}
-                () = self.service.0.shutdown.wait() => {}
+                () = self.gw.shutdown.wait() => {}
             }
         }
     }
