@@ -130,6 +130,62 @@ fn faults_get_the_failure_policy_and_a_fresh_instance() {
     assert_eq!(metrics.instances.with_label_values(&["faulty"]).get(), 4);
 }
 
+/// The time limit counts the call's CPU time, not the wall time it spent waiting for a CPU: a
+/// call that needs a third of its limit is not stopped when busy threads make it take longer
+/// than its limit, and a call that loops still is.
+#[test]
+fn a_call_that_waits_for_a_cpu_is_not_stopped_at_its_time_limit() {
+    let engine = PluginEngine::new("").expect("engine");
+    let (_registry, metrics) = metrics();
+    let faulty = PluginConfig {
+        timeout_ms: 30,
+        ..plugin_config("faulty.wasm", "")
+    };
+    let plugin = Plugin::load(&engine.engine, &faulty, &metrics).expect("faulty loads");
+    let anyone = who("anyone");
+    let timed = |key: String| {
+        let started = Instant::now();
+        let result =
+            plugin.authorize_description(&anyone, &get(Box::leak(key.into_bytes().into())));
+        (result, started.elapsed())
+    };
+    // Work that takes about 10 ms on this machine when it has a CPU to itself.
+    let mut n: u64 = 1 << 16;
+    while timed(format!("spin/{n}")).1 < Duration::from_millis(10) {
+        n *= 2;
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<_> = (0..cpus * 4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::black_box(0u64);
+                }
+            })
+        })
+        .collect();
+    let (busy, wall) = timed(format!("spin/{n}"));
+    let (looping, _) = timed("loop".into());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().expect("hog");
+    }
+    assert!(
+        wall > Duration::from_millis(30),
+        "the busy threads did not slow the call past its limit ({wall:?}): nothing was shown"
+    );
+    assert!(
+        matches!(busy, Ok(Decision::Allow)),
+        "{busy:?} after {wall:?}"
+    );
+    match looping {
+        Err(failure) => assert_eq!(failure.kind(), "deadline", "{failure}"),
+        Ok(decision) => panic!("a loop must be stopped, got {decision:?}"),
+    }
+}
+
 #[test]
 fn an_init_that_never_returns_is_refused_at_its_time_limit() {
     let engine = PluginEngine::new("").expect("engine");

@@ -41,9 +41,9 @@ pub struct AuditConfig {
     pub on_full: String,
     /// Linear memory cap of the auditor, in MiB.
     pub memory_mib: u64,
-    /// Time limit of one batch call, in milliseconds.
+    /// CPU time limit of one batch call, in milliseconds (policy/deadline.rs).
     pub timeout_ms: u64,
-    /// Time limit of `init` (and of making the instance), in milliseconds.
+    /// CPU time limit of `init` (and of making the instance), in milliseconds.
     pub init_timeout_ms: u64,
 }
 
@@ -93,9 +93,9 @@ pub struct PluginConfig {
     pub config: toml::Table,
     /// Linear memory cap of one instance, in MiB.
     pub memory_mib: u64,
-    /// Time limit of one call, in milliseconds.
+    /// CPU time limit of one call, in milliseconds (policy/deadline.rs).
     pub timeout_ms: u64,
-    /// Time limit of `init` (and of making the instance), in milliseconds.
+    /// CPU time limit of `init` (and of making the instance), in milliseconds.
     pub init_timeout_ms: u64,
     /// What a request gets when the plugin traps, loops or runs out of memory: "deny" or
     /// "allow".

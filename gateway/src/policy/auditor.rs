@@ -84,7 +84,8 @@ impl Auditor {
             HostState::new(&self.name, &self.metrics, self.memory_cap),
         );
         store.limiter(|s| s);
-        store.set_epoch_deadline(self.init_ticks);
+        super::deadline::install(&mut store);
+        super::deadline::arm(&mut store, self.init_ticks);
         let bindings = self
             .pre
             .instantiate(&mut store)
@@ -106,7 +107,7 @@ impl Auditor {
             Some(instance) => instance,
             None => self.instantiate()?,
         };
-        store.set_epoch_deadline(self.deadline_ticks);
+        super::deadline::arm(&mut store, self.deadline_ticks);
         match bindings.call_on_batch(&mut store, events) {
             Ok(records) => {
                 self.instance = Some((store, bindings));

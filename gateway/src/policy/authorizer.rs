@@ -1,8 +1,8 @@
 //! One authorizer plugin: its compiled component, pre-instantiated; a small pool of idle
-//! instances reused across requests; and the guard rails of every call (memory cap, epoch
+//! instances reused across requests; and the guard rails of every call (memory cap, CPU
 //! deadline). An instance whose call fails in any way is dropped, never reused.
 
-use super::{convert, Failure, PolicyError};
+use super::{convert, deadline, Failure, PolicyError};
 use crate::config::PluginConfig;
 use crate::describe::Description;
 use crate::identity::Identity;
@@ -25,12 +25,13 @@ use bindings::keygate::plugin::types as wit;
 pub use bindings::keygate::plugin::types::Decision;
 use bindings::{Authorizer, AuthorizerPre};
 
-/// What a plugin's store holds: its name, its metrics, and its memory budget.
+/// What a plugin's store holds: its name, its metrics, its memory budget and its time budget.
 pub struct HostState {
     plugin: String,
     metrics: PluginMetrics,
     memory_cap: usize,
     out_of_memory: bool,
+    pub(super) budget: deadline::Budget,
 }
 
 impl HostState {
@@ -40,6 +41,7 @@ impl HostState {
             metrics: metrics.clone(),
             memory_cap,
             out_of_memory: false,
+            budget: deadline::Budget::default(),
         }
     }
 }
@@ -185,15 +187,11 @@ impl Plugin {
             .instances
             .with_label_values(&[&self.name])
             .inc();
-        let state = HostState {
-            plugin: self.name.clone(),
-            metrics: self.metrics.clone(),
-            memory_cap: self.memory_cap,
-            out_of_memory: false,
-        };
+        let state = HostState::new(&self.name, &self.metrics, self.memory_cap);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
-        store.set_epoch_deadline(self.init_ticks);
+        deadline::install(&mut store);
+        deadline::arm(&mut store, self.init_ticks);
         let bindings = self
             .pre
             .instantiate(&mut store)
@@ -227,7 +225,7 @@ impl Plugin {
         let started = Instant::now();
         self.calls.inc();
         let result = self.acquire().and_then(|mut instance| {
-            instance.store.set_epoch_deadline(self.deadline_ticks);
+            deadline::arm(&mut instance.store, self.deadline_ticks);
             match instance
                 .bindings
                 .call_authorize(&mut instance.store, who, what)
@@ -269,6 +267,9 @@ impl Plugin {
 pub(super) fn classify(store: &Store<HostState>, e: &wasmtime::Error) -> Failure {
     if store.data().out_of_memory {
         return Failure::Memory;
+    }
+    if store.data().budget.hit {
+        return Failure::Deadline;
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Failure::Deadline,

@@ -9,6 +9,7 @@ pub mod auditor;
 pub mod authorizer;
 pub mod check;
 mod convert;
+mod deadline;
 pub mod engine;
 pub mod reload;
 pub mod stream;

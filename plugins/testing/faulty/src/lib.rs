@@ -1,6 +1,7 @@
 //! A plugin that misbehaves on purpose, for keygate's fault tests. It allows everything,
 //! except a request whose first key starts with "loop" (spins forever), "panic" (panics),
-//! "oom" (allocates until the memory cap) or "deny" (denies). Config {"fail_init": "why"}
+//! "oom" (allocates until the memory cap), "deny" (denies) or "spin/N" (counts to N, then
+//! allows: a call of known work). Config {"fail_init": "why"}
 //! makes init fail, {"loop_init": true} makes it spin forever.
 
 use keygate_plugin_sdk::authorizer::{
@@ -47,6 +48,17 @@ impl Guest for Faulty {
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
+        }
+        if let Some(n) = key.strip_prefix(b"spin/") {
+            let n: u64 = std::str::from_utf8(n)
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let mut i: u64 = 0;
+            while std::hint::black_box(i) < n {
+                i += 1;
+            }
+            return Decision::Allow;
         }
         if key.starts_with(b"panic") {
             panic!("faulty plugin panics on request");
