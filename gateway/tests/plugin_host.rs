@@ -512,7 +512,7 @@ async fn audit_event_cost() {
         .expect("starts")
         .expect("some");
     let alice = Identity {
-        peer: Some("127.0.0.1:40112".parse().expect("addr")),
+        peer: Some("127.0.0.1:40112".into()),
         ..who("alice")
     };
     let request = RangeRequest {
@@ -537,4 +537,55 @@ async fn audit_event_cost() {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The auditor call alone: a batch of 256 events of a serializable get lowered into
+/// audit-jsonl, its records and their lifting back, on a reused instance.
+/// `cargo test --release -p keygate --test plugin_host on_batch_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement; run it on its own in release"]
+fn on_batch_cost() {
+    use keygate::policy::auditor::Auditor;
+    use keygate::policy::convert::{identity_view, request_view, AuditEventView};
+    let (_registry, metrics) = metrics();
+    let out = std::env::temp_dir().join(format!("kg-batch-cost-{}", std::process::id()));
+    let config = audit_jsonl_config(&out, 0);
+    let engine = PluginEngine::new("").expect("engine");
+    let mut auditor = Auditor::load(&engine.engine, &config, &metrics).expect("loads");
+    let alice = Identity {
+        peer: Some("127.0.0.1:40112".into()),
+        ..who("alice")
+    };
+    let request = RangeRequest {
+        key: b"/registry/pods/default/web-0".as_slice().into(),
+        serializable: true,
+        ..Default::default()
+    };
+    let description = Description::of(&method::RANGE, &request);
+    let event = || AuditEventView {
+        time_us: 1_764_000_000_000_000,
+        identity: identity_view(Some(&alice)),
+        request: request_view(&description),
+        decision: "allow",
+        status_code: 0,
+        status_message: "",
+        revision: 1234,
+        latency_us: 85,
+        served_by: "mirror",
+    };
+    let batch: Vec<_> = (0..256).map(|_| event()).collect();
+    let mut samples = Vec::new();
+    for _ in 0..2_000 {
+        let started = Instant::now();
+        let records = auditor.on_batch(&batch).expect("records");
+        samples.push(started.elapsed());
+        assert_eq!(records.len(), batch.len());
+    }
+    samples.sort();
+    let median = samples[samples.len() / 2];
+    println!(
+        "on-batch (audit-jsonl, 256 events): median {:.2} µs per event",
+        median.as_secs_f64() * 1e6 / batch.len() as f64
+    );
+    let _ = std::fs::remove_file(out);
 }

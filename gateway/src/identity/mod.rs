@@ -34,8 +34,21 @@ pub struct CertIdentity {
 #[derive(Clone, Debug)]
 pub struct ConnectionInfo {
     pub peer: SocketAddr,
+    /// `peer` as "ip:port", formatted once for all the connection's requests.
+    pub peer_text: Arc<str>,
     pub tls: bool,
     pub cert: Option<Arc<CertIdentity>>,
+}
+
+impl ConnectionInfo {
+    pub fn new(peer: SocketAddr, tls: bool, cert: Option<Arc<CertIdentity>>) -> Self {
+        ConnectionInfo {
+            peer,
+            peer_text: peer.to_string().into(),
+            tls,
+            cert,
+        }
+    }
 }
 
 /// Where an identity came from.
@@ -66,7 +79,8 @@ pub struct Identity {
     pub name: String,
     /// The connection's verified certificate, whatever the source.
     pub cert: Option<Arc<CertIdentity>>,
-    pub peer: Option<SocketAddr>,
+    /// The client's address, "ip:port".
+    pub peer: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -77,7 +91,7 @@ impl Identity {
             "name": self.name,
             "cn": self.cert.as_ref().and_then(|c| c.cn.clone()),
             "sans": self.cert.as_ref().map(|c| c.sans.clone()).unwrap_or_default(),
-            "peer": self.peer.map(|p| p.to_string()),
+            "peer": self.peer.as_deref(),
         })
     }
 }
@@ -119,12 +133,12 @@ impl Identifier {
         anonymous_ok: bool,
     ) -> Result<Identity, Status> {
         let cert = conn.and_then(|c| c.cert.clone());
-        let peer = conn.map(|c| c.peer);
+        let peer = conn.map(|c| c.peer_text.clone());
         let make = |source, name: String| Identity {
             source,
             name,
             cert: cert.clone(),
-            peer,
+            peer: peer.clone(),
         };
         let auth = header(headers, "authorization");
         if let Some(token) = auth.as_deref().and_then(strip_bearer) {

@@ -5,10 +5,10 @@
 //! logged, and never fails a request. `flush` writes everything queued before it.
 
 use super::auditor::Auditor;
-use super::authorizer::bindings::keygate::plugin::types as wit;
+use super::convert::{self, AuditEventView};
 use super::engine::PluginEngine;
 use super::reload::{AuditorSlot, Reload};
-use super::{convert, PolicyError};
+use super::PolicyError;
 use crate::config::AuditConfig;
 use crate::describe::{Describe, Description};
 use crate::identity::Identity;
@@ -227,7 +227,7 @@ impl Worker {
         if let Some(reloaded) = self.slot.take() {
             self.auditor = reloaded;
         }
-        let batch: Vec<wit::AuditEvent> = events.drain(..).map(to_wit).collect();
+        let batch: Vec<AuditEventView> = events.iter().map(view).collect();
         let fate = match self.auditor.on_batch(&batch) {
             Ok(records) => {
                 for record in records {
@@ -253,27 +253,23 @@ impl Worker {
             .audit_events
             .with_label_values(&[fate])
             .inc_by(batch.len() as u64);
+        drop(batch);
+        events.clear();
     }
 }
 
-fn to_wit(e: Event) -> wit::AuditEvent {
-    let anonymous = Identity {
-        source: crate::identity::Source::Anonymous,
-        name: String::new(),
-        cert: None,
-        peer: None,
-    };
-    let (status_code, status_message) = e.status.unwrap_or((0, String::new()));
-    wit::AuditEvent {
+fn view(e: &Event) -> AuditEventView<'_> {
+    let (status_code, status_message) = e.status.as_ref().map_or((0, ""), |(c, m)| (*c, m));
+    AuditEventView {
         time_us: e.time_us,
-        identity: convert::identity(e.identity.as_ref().unwrap_or(&anonymous)),
-        request: convert::request(&e.description),
-        decision: e.decision.to_string(),
+        identity: convert::identity_view(e.identity.as_ref()),
+        request: convert::request_view(&e.description),
+        decision: e.decision,
         status_code,
         status_message,
         revision: e.revision,
         latency_us: e.latency_us,
-        served_by: e.served_by.to_string(),
+        served_by: e.served_by,
     }
 }
 
@@ -298,6 +294,9 @@ impl StreamAudit {
     }
 }
 
+/// Records gathered before a write to the output file: a batch is usually one write.
+const OUTPUT_BUFFER: usize = 256 << 10;
+
 /// Where records are written.
 enum Output {
     Stdout,
@@ -321,7 +320,7 @@ impl Output {
         let written = file.metadata()?.len();
         Ok(Output::File {
             path: target.to_string(),
-            file: std::io::BufWriter::new(file),
+            file: std::io::BufWriter::with_capacity(OUTPUT_BUFFER, file),
             written,
             rotate_bytes,
         })
@@ -343,7 +342,8 @@ impl Output {
                 if *rotate_bytes > 0 && *written >= *rotate_bytes {
                     file.flush()?;
                     std::fs::rename(&*path, format!("{path}.1"))?;
-                    *file = std::io::BufWriter::new(
+                    *file = std::io::BufWriter::with_capacity(
+                        OUTPUT_BUFFER,
                         std::fs::OpenOptions::new()
                             .create(true)
                             .append(true)

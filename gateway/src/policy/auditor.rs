@@ -20,7 +20,11 @@ pub mod bindings {
     });
 }
 
-use crate::policy::authorizer::bindings::keygate::plugin::types::AuditEvent;
+use super::convert::AuditEventView;
+use wasmtime::component::Func;
+
+/// `on-batch` called with events borrowed from keygate's records (see `AuditEventView`).
+type OnBatch<'a> = (&'a [AuditEventView<'a>],);
 
 pub struct Auditor {
     pub name: String,
@@ -32,7 +36,7 @@ pub struct Auditor {
     /// The time limit of making an instance and its `init`.
     init_ticks: u64,
     metrics: PluginMetrics,
-    instance: Option<(Store<HostState>, bindings::Auditor)>,
+    instance: Option<(Store<HostState>, Func)>,
 }
 
 impl Auditor {
@@ -74,7 +78,8 @@ impl Auditor {
         Ok(auditor)
     }
 
-    fn instantiate(&self) -> Result<(Store<HostState>, bindings::Auditor), Failure> {
+    /// A fresh instance, initialised, and its `on-batch`.
+    fn instantiate(&self) -> Result<(Store<HostState>, Func), Failure> {
         self.metrics
             .instances
             .with_label_values(&[&self.name])
@@ -86,31 +91,45 @@ impl Auditor {
         store.limiter(|s| s);
         super::deadline::install(&mut store);
         super::deadline::arm(&mut store, self.init_ticks);
-        let bindings = self
-            .pre
+        let instance = (self.pre.instance_pre())
             .instantiate(&mut store)
             .map_err(|e| classify(&store, &e))?;
+        let bindings =
+            bindings::Auditor::new(&mut store, &instance).map_err(|e| classify(&store, &e))?;
+        let on_batch = instance
+            .get_func(&mut store, "on-batch")
+            .ok_or_else(|| Failure::Error("the auditor exports no on-batch".into()))?;
+        // The views must match the WIT's audit-event; checked once here, not per batch.
+        on_batch
+            .typed::<OnBatch, (Vec<String>,)>(&store)
+            .map_err(|e| Failure::Error(format!("on-batch: {e:#}")))?;
         match bindings.call_init(&mut store, &self.config_json) {
-            Ok(Ok(())) => Ok((store, bindings)),
+            Ok(Ok(())) => Ok((store, on_batch)),
             Ok(Err(reason)) => Err(Failure::Init(reason)),
             Err(e) => Err(classify(&store, &e)),
         }
     }
 
     /// The records for `events`; on any failure the instance is discarded.
-    pub fn on_batch(&mut self, events: &[AuditEvent]) -> Result<Vec<String>, Failure> {
+    pub fn on_batch(&mut self, events: &[AuditEventView]) -> Result<Vec<String>, Failure> {
         self.metrics
             .calls
             .with_label_values(&[self.name.as_str(), "on-batch"])
             .inc();
-        let (mut store, bindings) = match self.instance.take() {
+        let (mut store, on_batch) = match self.instance.take() {
             Some(instance) => instance,
             None => self.instantiate()?,
         };
         super::deadline::arm(&mut store, self.deadline_ticks);
-        match bindings.call_on_batch(&mut store, events) {
+        let called = on_batch
+            .typed::<OnBatch, (Vec<String>,)>(&store)
+            .and_then(|f| {
+                let (records,) = f.call(&mut store, (events,))?;
+                Ok(records)
+            });
+        match called {
             Ok(records) => {
-                self.instance = Some((store, bindings));
+                self.instance = Some((store, on_batch));
                 Ok(records)
             }
             Err(e) => {

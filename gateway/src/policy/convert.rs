@@ -3,22 +3,36 @@
 use super::authorizer::bindings::keygate::plugin::types as wit;
 use crate::describe::{Access, Description};
 use crate::identity::{Identity, Source};
+use wasmtime::component::{ComponentType, Lower};
+
+fn source(source: Source) -> wit::IdentitySource {
+    match source {
+        Source::Anonymous => wit::IdentitySource::Anonymous,
+        Source::Certificate => wit::IdentitySource::Certificate,
+        Source::EtcdToken => wit::IdentitySource::EtcdToken,
+        Source::Bearer => wit::IdentitySource::Bearer,
+    }
+}
+
+fn access(access: Access) -> wit::Access {
+    match access {
+        Access::Read => wit::Access::Read,
+        Access::Write => wit::Access::Write,
+        Access::Watch => wit::Access::Watch,
+        Access::Compare => wit::Access::Compare,
+    }
+}
 
 pub fn identity(who: &Identity) -> wit::Identity {
     wit::Identity {
-        source: match who.source {
-            Source::Anonymous => wit::IdentitySource::Anonymous,
-            Source::Certificate => wit::IdentitySource::Certificate,
-            Source::EtcdToken => wit::IdentitySource::EtcdToken,
-            Source::Bearer => wit::IdentitySource::Bearer,
-        },
+        source: source(who.source),
         name: who.name.clone(),
         sans: who
             .cert
             .as_ref()
             .map(|c| c.sans.clone())
             .unwrap_or_default(),
-        peer: who.peer.map(|p| p.to_string()).unwrap_or_default(),
+        peer: who.peer.as_deref().unwrap_or_default().to_string(),
     }
 }
 
@@ -33,16 +47,101 @@ pub fn request(what: &Description) -> wit::Request {
             .map(|r| wit::KeyRange {
                 key: r.key.clone(),
                 range_end: r.range_end.clone(),
-                access: match r.access {
-                    Access::Read => wit::Access::Read,
-                    Access::Write => wit::Access::Write,
-                    Access::Watch => wit::Access::Watch,
-                    Access::Compare => wit::Access::Compare,
-                },
+                access: access(r.access),
             })
             .collect(),
         value_bytes: what.value_bytes,
         lease: what.lease,
         flags: what.flags.iter().map(|f| f.to_string()).collect(),
+    }
+}
+
+/// An audit event as the auditor receives it, borrowed from keygate's own records: lowering
+/// a batch into the plugin copies each field once, straight into the plugin's memory.
+/// Field names and types are those of `audit-event` in plugins/wit (checked when the auditor
+/// is instantiated).
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct AuditEventView<'a> {
+    #[component(name = "time-us")]
+    pub time_us: u64,
+    pub identity: IdentityView<'a>,
+    pub request: RequestView<'a>,
+    pub decision: &'a str,
+    #[component(name = "status-code")]
+    pub status_code: u32,
+    #[component(name = "status-message")]
+    pub status_message: &'a str,
+    pub revision: i64,
+    #[component(name = "latency-us")]
+    pub latency_us: u64,
+    #[component(name = "served-by")]
+    pub served_by: &'a str,
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct IdentityView<'a> {
+    pub source: wit::IdentitySource,
+    pub name: &'a str,
+    pub sans: &'a [String],
+    pub peer: &'a str,
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct RequestView<'a> {
+    pub service: &'a str,
+    pub method: &'a str,
+    #[component(name = "read-only")]
+    pub read_only: bool,
+    pub ranges: Vec<KeyRangeView<'a>>,
+    #[component(name = "value-bytes")]
+    pub value_bytes: u64,
+    pub lease: i64,
+    pub flags: &'a [&'static str],
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct KeyRangeView<'a> {
+    pub key: &'a [u8],
+    #[component(name = "range-end")]
+    pub range_end: &'a [u8],
+    pub access: wit::Access,
+}
+
+pub fn identity_view(who: Option<&Identity>) -> IdentityView<'_> {
+    let Some(who) = who else {
+        return IdentityView {
+            source: wit::IdentitySource::Anonymous,
+            name: "",
+            sans: &[],
+            peer: "",
+        };
+    };
+    IdentityView {
+        source: source(who.source),
+        name: &who.name,
+        sans: who.cert.as_ref().map_or(&[], |c| c.sans.as_slice()),
+        peer: who.peer.as_deref().unwrap_or_default(),
+    }
+}
+
+pub fn request_view(what: &Description) -> RequestView<'_> {
+    RequestView {
+        service: what.method.service,
+        method: what.method.name,
+        read_only: what.method.read_only,
+        ranges: (what.ranges.iter())
+            .map(|r| KeyRangeView {
+                key: &r.key,
+                range_end: &r.range_end,
+                access: access(r.access),
+            })
+            .collect(),
+        value_bytes: what.value_bytes,
+        lease: what.lease,
+        flags: &what.flags,
     }
 }

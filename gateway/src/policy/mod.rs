@@ -8,7 +8,7 @@ pub mod audit;
 pub mod auditor;
 pub mod authorizer;
 pub mod check;
-mod convert;
+pub mod convert;
 mod deadline;
 pub mod engine;
 pub mod reload;

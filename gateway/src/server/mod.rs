@@ -153,11 +153,7 @@ impl Accept {
     async fn connection(self, stream: TcpStream, peer: SocketAddr, watcher: Option<Watcher>) {
         let stream = crate::corked::Corked::new(stream);
         let Some(tls) = &self.tls else {
-            let info = ConnectionInfo {
-                peer,
-                tls: false,
-                cert: None,
-            };
+            let info = ConnectionInfo::new(peer, false, None);
             return self.serve(stream, info, watcher).await;
         };
         let handshake = tls.acceptor().accept(stream);
@@ -165,11 +161,7 @@ impl Accept {
             Ok(Ok(stream)) => {
                 self.metrics.tls_handshakes.with_label_values(&["ok"]).inc();
                 let cert = peer_certificate(stream.get_ref().1).map(Arc::new);
-                let info = ConnectionInfo {
-                    peer,
-                    tls: true,
-                    cert,
-                };
+                let info = ConnectionInfo::new(peer, true, cert);
                 self.serve(stream, info, watcher).await;
             }
             Ok(Err(e)) => {

@@ -8,6 +8,7 @@ use keygate_plugin_sdk::auditor::{
     export_auditor, Access, AuditEvent, Guest, IdentitySource, KeyRange,
 };
 use keygate_plugin_sdk::{parse_config, State};
+use std::borrow::Cow;
 
 #[derive(serde::Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -27,20 +28,23 @@ enum Outcomes {
 
 static CONFIG: State<Config> = State::new();
 
-fn key(bytes: &[u8], segments: Option<usize>) -> String {
+/// Room for a typical record (a request naming one or two keys).
+const RECORD_BYTES: usize = 512;
+
+fn key(bytes: &[u8], segments: Option<usize>) -> Cow<'_, str> {
     let text = String::from_utf8_lossy(bytes);
     let Some(keep) = segments else {
-        return text.into_owned();
+        return text;
     };
     let mut cut = String::new();
     for (i, part) in text.split_inclusive('/').enumerate() {
         if i == keep {
             cut.push('…');
-            return cut;
+            return Cow::Owned(cut);
         }
         cut.push_str(part);
     }
-    cut
+    Cow::Owned(cut)
 }
 
 /// One record, serialized straight from borrowed fields (no intermediate JSON tree).
@@ -50,7 +54,7 @@ struct Record<'a> {
     identity: Who<'a>,
     method: &'a str,
     service: &'a str,
-    ranges: Vec<Range>,
+    ranges: Vec<Range<'a>>,
     value_bytes: u64,
     lease: i64,
     decision: &'a str,
@@ -69,13 +73,13 @@ struct Who<'a> {
 }
 
 #[derive(serde::Serialize)]
-struct Range {
-    key: String,
-    range_end: String,
+struct Range<'a> {
+    key: Cow<'a, str>,
+    range_end: Cow<'a, str>,
     access: &'static str,
 }
 
-fn range(r: &KeyRange, segments: Option<usize>) -> Range {
+fn range(r: &KeyRange, segments: Option<usize>) -> Range<'_> {
     let access = match r.access {
         Access::Read => "read",
         Access::Write => "write",
@@ -117,8 +121,12 @@ fn record(e: &AuditEvent, config: &Config) -> String {
         latency_us: e.latency_us,
         served_by: &e.served_by,
     };
-    // Serializing plain strings and numbers cannot fail.
-    serde_json::to_string(&record).unwrap_or_default()
+    // One allocation for most records; serializing plain strings and numbers cannot fail.
+    let mut line = Vec::with_capacity(RECORD_BYTES);
+    match serde_json::to_writer(&mut line, &record) {
+        Ok(()) => String::from_utf8(line).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 struct AuditJsonl;
