@@ -1,97 +1,18 @@
 //! The wasmtime host on its own, with the example and faulty plugins built from plugins/:
 //! decisions, the failure policy of each kind of fault, instance replacement, metrics, and the
-//! per-call cost of authorize on a reused instance.
+//! audit pipeline's batches, rotation and drops (their costs: plugin_cost.rs).
 
 use keygate::config::{AuditConfig, PluginConfig, PluginsConfig};
-use keygate::describe::Description;
-use keygate::identity::{Identity, Source};
 use keygate::method;
-use keygate::metrics::PluginMetrics;
 use keygate::policy::authorizer::{Decision, Plugin};
 use keygate::policy::engine::PluginEngine;
-use keygate::policy::{Failure, Policy};
-use keygate_proto::etcdserverpb::{PutRequest, RangeRequest};
+use keygate_proto::etcdserverpb::PutRequest;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A plugin engine as keygate makes one, caching compiled components in `cache_dir`.
-fn engine(cache_dir: &str) -> Arc<PluginEngine> {
-    Arc::new(PluginEngine::new(cache_dir).expect("engine"))
-}
-
-/// The authorizer chain of `config` on an engine of its own.
-fn load_policy(
-    config: &PluginsConfig,
-    metrics: &PluginMetrics,
-) -> Result<Option<Policy>, keygate::policy::PolicyError> {
-    Policy::load(config, &engine(&config.cache_dir), metrics)
-}
-
-/// Builds the plugins once per test binary; returns the directory of the .wasm files.
-fn plugins() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = std::process::Command::new("bash")
-            .arg(root.join("scripts/build-plugins.sh"))
-            .output();
-        match out {
-            Ok(out) if out.status.success() => {
-                let stdout = String::from_utf8_lossy(&out.stdout);
-                PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
-            }
-            Ok(out) => panic!(
-                "scripts/build-plugins.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => panic!("scripts/build-plugins.sh: {e}"),
-        }
-    })
-    .clone()
-}
-
-fn plugin_config(file: &str, config: &str) -> PluginConfig {
-    PluginConfig {
-        path: plugins().join(file).to_string_lossy().into_owned(),
-        config: config.parse().unwrap_or_else(|e| panic!("{config}: {e}")),
-        timeout_ms: 20,
-        memory_mib: 8,
-        ..PluginConfig::default()
-    }
-}
-
-fn who(name: &str) -> Identity {
-    Identity {
-        source: Source::Certificate,
-        name: name.into(),
-        cert: None,
-        peer: None,
-    }
-}
-
-fn get(key: &'static [u8]) -> Description {
-    let r = RangeRequest {
-        key: key.into(),
-        ..Default::default()
-    };
-    Description::of(&method::RANGE, &r)
-}
-
-fn put(key: &'static [u8]) -> Description {
-    let r = PutRequest {
-        key: key.into(),
-        value: b"v".as_slice().into(),
-        ..Default::default()
-    };
-    Description::of(&method::PUT, &r)
-}
-
-fn metrics() -> (prometheus::Registry, PluginMetrics) {
-    let registry = prometheus::Registry::new();
-    let metrics = PluginMetrics::register(&registry).expect("metrics");
-    (registry, metrics)
-}
+mod common;
+use common::*;
 
 #[test]
 fn faults_get_the_failure_policy_and_a_fresh_instance() {
@@ -377,52 +298,6 @@ fn count_files(dir: &std::path::Path) -> usize {
         .sum()
 }
 
-/// The per-call cost of authorize on a reused instance (tenant-isolation, a Range inside the
-/// tenant's prefix), conversion of the request included. Printed; the bound is loose so a
-/// busy CI machine does not fail it.
-#[test]
-fn authorize_call_cost() {
-    let (_registry, metrics) = metrics();
-    let config = PluginsConfig {
-        authorizers: vec![plugin_config(
-            "tenant_isolation.wasm",
-            "[tenants]\nalice = \"/t/alice/\"",
-        )],
-        ..PluginsConfig::default()
-    };
-    let policy = load_policy(&config, &metrics)
-        .expect("loads")
-        .expect("some");
-    let alice = who("alice");
-    let request = get(b"/t/alice/key");
-    let mut samples = Vec::with_capacity(20_000);
-    for _ in 0..20_000 {
-        let started = Instant::now();
-        let verdict = policy.authorize(&alice, &request);
-        samples.push(started.elapsed());
-        assert!(verdict.is_ok());
-    }
-    samples.sort();
-    let median = samples[samples.len() / 2];
-    let p99 = samples[samples.len() * 99 / 100];
-    println!("authorize (tenant-isolation, reused instance): median {median:?}, p99 {p99:?}");
-    assert!(median < Duration::from_micros(50), "median {median:?}");
-    let _ = Failure::Deadline;
-}
-
-/// audit-jsonl writing every request to `output`, rotated at `rotate_bytes`.
-fn audit_jsonl_config(output: &std::path::Path, rotate_bytes: u64) -> AuditConfig {
-    AuditConfig {
-        path: plugins()
-            .join("audit_jsonl.wasm")
-            .to_string_lossy()
-            .into_owned(),
-        output: output.to_string_lossy().into_owned(),
-        rotate_bytes,
-        ..AuditConfig::default()
-    }
-}
-
 /// The audit pipeline on its own: every event reaches the auditor, records are written and the
 /// file rotates; with on_full = "drop", a flood past the queue is counted, never silent.
 #[tokio::test(flavor = "multi_thread")]
@@ -482,110 +357,4 @@ async fn audit_batches_write_rotate_and_count_drops() {
         "batched {batched}, dropped {dropped}"
     );
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// CPU time the thread named `name` of this process has used so far (Linux schedstat).
-fn thread_cpu(name: &str) -> Option<Duration> {
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() == name {
-            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-            let ns = stat.split_whitespace().next()?.parse().ok()?;
-            return Some(Duration::from_nanos(ns));
-        }
-    }
-    None
-}
-
-/// The audit worker's CPU per event (audit-jsonl, every request recorded, written to a file):
-/// the events' lowering into the plugin, its JSON, the records' lifting and the writes.
-/// `cargo test --release -p keygate --test plugin_host audit_event_cost -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "a measurement; run it on its own in release"]
-async fn audit_event_cost() {
-    use keygate::policy::audit::Audit;
-    let dir = std::env::temp_dir().join(format!("kg-audit-cost-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (_registry, metrics) = metrics();
-    let config = audit_jsonl_config(&dir.join("audit.jsonl"), 100 << 20);
-    let audit = Audit::start(&config, &engine(""), &metrics)
-        .expect("starts")
-        .expect("some");
-    let alice = Identity {
-        peer: Some("127.0.0.1:40112".into()),
-        ..who("alice")
-    };
-    let request = RangeRequest {
-        key: b"/registry/pods/default/web-0".as_slice().into(),
-        serializable: true,
-        ..Default::default()
-    };
-    let events = 200_000u64;
-    for round in 0..2 {
-        let before = thread_cpu("audit").expect("the audit thread");
-        for _ in 0..events {
-            let pending = Audit::begin(&method::RANGE, &request);
-            audit
-                .finish(pending, Some(&alice), "allow", Ok(Some(1234)), "mirror")
-                .await;
-        }
-        audit.flush().await;
-        let spent = thread_cpu("audit").expect("the audit thread") - before;
-        println!(
-            "round {round}: audit worker {:.2} µs of CPU per event",
-            spent.as_secs_f64() * 1e6 / events as f64
-        );
-    }
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-/// The auditor call alone: a batch of 256 events of a serializable get lowered into
-/// audit-jsonl, its records and their lifting back, on a reused instance.
-/// `cargo test --release -p keygate --test plugin_host on_batch_cost -- --ignored --nocapture`
-#[test]
-#[ignore = "a measurement; run it on its own in release"]
-fn on_batch_cost() {
-    use keygate::policy::auditor::Auditor;
-    use keygate::policy::convert::{identity_view, request_view, AuditEventView};
-    let (_registry, metrics) = metrics();
-    let out = std::env::temp_dir().join(format!("kg-batch-cost-{}", std::process::id()));
-    let config = audit_jsonl_config(&out, 0);
-    let engine = PluginEngine::new("").expect("engine");
-    let mut auditor = Auditor::load(&engine.engine, &config, &metrics).expect("loads");
-    let alice = Identity {
-        peer: Some("127.0.0.1:40112".into()),
-        ..who("alice")
-    };
-    let request = RangeRequest {
-        key: b"/registry/pods/default/web-0".as_slice().into(),
-        serializable: true,
-        ..Default::default()
-    };
-    let description = Description::of(&method::RANGE, &request);
-    let event = || AuditEventView {
-        time_us: 1_764_000_000_000_000,
-        identity: identity_view(Some(&alice)),
-        request: request_view(&description),
-        decision: "allow",
-        status_code: 0,
-        status_message: "",
-        revision: 1234,
-        latency_us: 85,
-        served_by: "mirror",
-    };
-    let batch: Vec<_> = (0..256).map(|_| event()).collect();
-    let mut samples = Vec::new();
-    for _ in 0..2_000 {
-        let started = Instant::now();
-        let records = auditor.on_batch(&batch).expect("records");
-        samples.push(started.elapsed());
-        assert_eq!(records.len(), batch.len());
-    }
-    samples.sort();
-    let median = samples[samples.len() / 2];
-    println!(
-        "on-batch (audit-jsonl, 256 events): median {:.2} µs per event",
-        median.as_secs_f64() * 1e6 / batch.len() as f64
-    );
-    let _ = std::fs::remove_file(out);
 }

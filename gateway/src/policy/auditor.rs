@@ -99,7 +99,9 @@ impl Auditor {
         let on_batch = instance
             .get_func(&mut store, "on-batch")
             .ok_or_else(|| Failure::Error("the auditor exports no on-batch".into()))?;
-        // The views must match the WIT's audit-event; checked once here, not per batch.
+        // The views must match the plugin's audit-event: a plugin whose types differ is
+        // refused here, at load, rather than at its first batch (`typed` checks again there,
+        // once per batch).
         on_batch
             .typed::<OnBatch, (Vec<String>,)>(&store)
             .map_err(|e| Failure::Error(format!("on-batch: {e:#}")))?;
