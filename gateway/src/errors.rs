@@ -111,7 +111,10 @@ fn never_sent(status: &Status) -> bool {
         let refused = e
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
-        if refused || e.to_string().starts_with("tcp connect error") {
+        if refused
+            || e.is::<tonic::ConnectError>()
+            || e.to_string().starts_with("tcp connect error")
+        {
             return true;
         }
         cause = e.source();

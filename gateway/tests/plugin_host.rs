@@ -75,32 +75,45 @@ fn a_call_that_waits_for_a_cpu_is_not_stopped_at_its_time_limit() {
     while timed(format!("spin/{n}")).1 < Duration::from_millis(10) {
         n *= 2;
     }
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Other tests may share the CPUs, so the calibration can undershoot: add busy threads until
+    // the call's wall time passes its limit, and check it is allowed every time.
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let hogs: Vec<_> = (0..cpus * 4)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::hint::black_box(0u64);
-                }
+    let mut slowest = Duration::ZERO;
+    let mut looping = None;
+    for hogs_per_cpu in [4, 8, 16, 32] {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hogs: Vec<_> = (0..cpus * hogs_per_cpu)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::black_box(0u64);
+                    }
+                })
             })
-        })
-        .collect();
-    let (busy, wall) = timed(format!("spin/{n}"));
-    let (looping, _) = timed("loop".into());
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for hog in hogs {
-        hog.join().expect("hog");
+            .collect();
+        let (busy, wall) = timed(format!("spin/{n}"));
+        if looping.is_none() {
+            looping = Some(timed("loop".into()).0);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for hog in hogs {
+            hog.join().expect("hog");
+        }
+        assert!(
+            matches!(busy, Ok(Decision::Allow)),
+            "{busy:?} after {wall:?}"
+        );
+        slowest = slowest.max(wall);
+        if slowest > Duration::from_millis(30) {
+            break;
+        }
     }
     assert!(
-        wall > Duration::from_millis(30),
-        "the busy threads did not slow the call past its limit ({wall:?}): nothing was shown"
+        slowest > Duration::from_millis(30),
+        "the busy threads did not slow the call past its limit ({slowest:?}): nothing was shown"
     );
-    assert!(
-        matches!(busy, Ok(Decision::Allow)),
-        "{busy:?} after {wall:?}"
-    );
+    let looping = looping.expect("the loop ran");
     match looping {
         Err(failure) => assert_eq!(failure.kind(), "deadline", "{failure}"),
         Ok(decision) => panic!("a loop must be stopped, got {decision:?}"),

@@ -10,11 +10,11 @@ use crate::method::{self, Method};
 use crate::policy::audit::{self, StreamAudit};
 use crate::policy::stream::StreamCaller;
 use crate::tenant::Tenant;
+use crate::upstream::Conn;
 use keygate_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, WatchRequest, WatchResponse,
 };
 use std::sync::Arc;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 impl Gateway {
@@ -22,10 +22,7 @@ impl Gateway {
     pub async fn watch(
         self: &Arc<Self>,
         mut request: Request<Streaming<WatchRequest>>,
-        open_upstream: impl FnOnce(
-            Channel,
-            Request<ClientStream<WatchRequest>>,
-        ) -> Upstream<WatchResponse>,
+        open_upstream: impl FnOnce(Conn, Request<ClientStream<WatchRequest>>) -> Upstream<WatchResponse>,
     ) -> Result<Response<RpcStream<WatchResponse>>, Status> {
         let hub = (self.hub.as_ref()).filter(|_| !carries_credentials(&request));
         let ready = match hub {
@@ -124,7 +121,7 @@ impl Gateway {
         self: &Arc<Self>,
         mut request: Request<Streaming<LeaseKeepAliveRequest>>,
         open_upstream: impl FnOnce(
-            Channel,
+            Conn,
             Request<ClientStream<LeaseKeepAliveRequest>>,
         ) -> Upstream<LeaseKeepAliveResponse>,
     ) -> Result<Response<RpcStream<LeaseKeepAliveResponse>>, Status> {

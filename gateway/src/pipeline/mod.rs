@@ -22,6 +22,7 @@ use crate::policy::Policy;
 use crate::revision::{Revisioned, SeenRevision};
 use crate::shutdown::Shutdown;
 use crate::tenant::{StorageClaim, Tenant, Tenants};
+use crate::upstream::Conn;
 use crate::upstream::{Member, Pool};
 use crate::watch::Hub;
 use futures::stream::BoxStream;
@@ -30,7 +31,6 @@ use prost::Message;
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
-use tonic::transport::Channel;
 use tonic::{Code, Extensions, Request, Response, Status, Streaming};
 
 /// A stream of responses as the generated services return it.
@@ -100,7 +100,7 @@ impl Gateway {
     where
         Req: Clone + Describe + Confine + Message,
         Resp: Revisioned + Strip + Message,
-        F: Fn(Channel, Request<Req>) -> Fut,
+        F: Fn(Conn, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let mut admitted = self.begin(method, &mut request).await?;
@@ -378,7 +378,7 @@ impl Gateway {
     where
         Req: Clone,
         Resp: Revisioned,
-        F: Fn(Channel, Request<Req>) -> Fut,
+        F: Fn(Conn, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let (metadata, _, message) = request.into_parts();

@@ -12,12 +12,12 @@ use crate::namespace::{Confine, Namespace, Strip};
 use crate::policy::stream::{Screen, Screened, StreamCaller};
 use crate::relay::{client_messages, relay_when_open, Opening, Relay};
 use crate::revision::Revisioned;
+use crate::upstream::Conn;
 use futures::StreamExt;
 use prost::Message;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::Channel;
 use tonic::{Code, Extensions, Request, Response, Status, Streaming};
 
 impl Gateway {
@@ -31,7 +31,7 @@ impl Gateway {
     where
         Req: Clone + Describe + Confine + Message,
         Resp: Revisioned + Strip + Send + 'static,
-        F: Fn(Channel, Request<Req>) -> Fut,
+        F: Fn(Conn, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Streaming<Resp>>, Status>>,
     {
         let admitted = self.begin(method, &mut request).await?;
@@ -67,7 +67,7 @@ impl Gateway {
     where
         Req: Screened<Resp> + Send + 'static,
         Resp: Revisioned + Strip + Send + 'static,
-        F: FnOnce(Channel, Request<ClientStream<Req>>) -> Upstream<Resp>,
+        F: FnOnce(Conn, Request<ClientStream<Req>>) -> Upstream<Resp>,
     {
         let timer = self.metrics.grpc.start(method);
         if let Err(status) = self.identify(method, &mut request) {

@@ -1,16 +1,25 @@
 //! One etcd member: its URL, the HTTP/2 connections keygate keeps to it, and its last known
 //! health and role.
 
+use super::conn::{Conn, Settings};
 use crate::config::UpstreamConfig;
 use crate::tls::UpstreamTls;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+/// A member URL keygate cannot connect to.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: {reason}")]
+pub struct BadUrl {
+    url: String,
+    reason: String,
+}
+
 pub struct Member {
     url: String,
     /// Connections for client requests, used in turn.
-    channels: Vec<Channel>,
+    channels: Vec<Conn>,
     /// A connection of its own for health checks, so a busy request connection cannot make a
     /// live member look dead.
     health: Channel,
@@ -28,24 +37,34 @@ impl Member {
         config: &UpstreamConfig,
         tls: Option<&UpstreamTls>,
         configured: bool,
-    ) -> Result<Member, tonic::transport::Error> {
+    ) -> Result<Member, BadUrl> {
+        let bad = |reason: String| BadUrl {
+            url: url.to_string(),
+            reason,
+        };
         let dial = Duration::from_millis(config.dial_timeout_ms);
-        let mut endpoint = Endpoint::from_shared(url.to_string())?;
+        let settings = Settings {
+            dial_timeout: dial,
+            keep_alive_interval: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(5),
+            connection_window: 8 * 1024 * 1024,
+            stream_window: 2 * 1024 * 1024,
+        };
+        let channels = (0..config.connections_per_member)
+            .map(|_| Conn::new(url, settings, tls))
+            .collect::<Result<_, _>>()
+            .map_err(bad)?;
+        // Health checks go through tonic's own channel, with a timeout per call.
+        let mut endpoint =
+            Endpoint::from_shared(url.to_string()).map_err(|e| bad(e.to_string()))?;
         if let (true, Some(tls)) = (url.starts_with("https://"), tls) {
-            endpoint = endpoint.tls_config(tls.grpc.clone())?;
+            endpoint = (endpoint.tls_config(tls.grpc.clone())).map_err(|e| bad(e.to_string()))?;
         }
-        let endpoint = endpoint
+        let health = endpoint
             .connect_timeout(dial)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .initial_connection_window_size(Some(8 * 1024 * 1024))
-            .initial_stream_window_size(Some(2 * 1024 * 1024));
-        let channels = (0..config.connections_per_member)
-            .map(|_| endpoint.connect_with_connector_lazy(corked_connector(dial)))
-            .collect();
-        let health = endpoint.clone().timeout(dial).connect_lazy();
+            .timeout(dial)
+            .connect_lazy();
         Ok(Member {
             url: url.to_string(),
             channels,
@@ -63,7 +82,7 @@ impl Member {
     }
 
     /// The next request connection, in turn.
-    pub fn channel(&self) -> Channel {
+    pub fn channel(&self) -> Conn {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
         self.channels[i].clone()
     }
@@ -101,38 +120,4 @@ impl Member {
     pub(super) fn is_configured(&self) -> bool {
         self.configured
     }
-}
-
-/// Dials a member over TCP, with writes coalesced (see `corked`): requests that many clients
-/// send at once leave in few writes. TLS, when configured, is layered on top by tonic.
-fn corked_connector(
-    dial: Duration,
-) -> impl tower::Service<
-    http::Uri,
-    Response = hyper_util::rt::TokioIo<crate::corked::Corked<tokio::net::TcpStream>>,
-    Error = std::io::Error,
-    Future = impl std::future::Future<
-        Output = std::io::Result<
-            hyper_util::rt::TokioIo<crate::corked::Corked<tokio::net::TcpStream>>,
-        >,
-    > + Send,
-> + Clone
-       + Send {
-    tower::service_fn(move |uri: http::Uri| async move {
-        let host = uri
-            .host()
-            .unwrap_or("127.0.0.1")
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(2379);
-        let connect = tokio::net::TcpStream::connect((host.as_str(), port));
-        let stream = tokio::time::timeout(dial, connect).await.map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "tcp connect timed out")
-        })??;
-        stream.set_nodelay(true)?;
-        Ok(hyper_util::rt::TokioIo::new(crate::corked::Corked::new(
-            stream,
-        )))
-    })
 }

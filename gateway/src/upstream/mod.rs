@@ -1,11 +1,13 @@
 //! The etcd member pool: a set of members with their connections and health, which one takes
 //! the next request, and how failures move requests to another member.
 
+mod conn;
 mod discovery;
 mod health;
 mod member;
 
-pub use member::Member;
+pub use conn::Conn;
+pub use member::{BadUrl, Member};
 
 use crate::config::UpstreamConfig;
 use crate::errors::GatewayError;
@@ -51,10 +53,7 @@ struct Inner {
 }
 
 impl Pool {
-    pub fn new(
-        config: &UpstreamConfig,
-        metrics: UpstreamMetrics,
-    ) -> Result<Pool, tonic::transport::Error> {
+    pub fn new(config: &UpstreamConfig, metrics: UpstreamMetrics) -> Result<Pool, BadUrl> {
         Self::with_tls(config, metrics, None)
     }
 
@@ -63,7 +62,7 @@ impl Pool {
         config: &UpstreamConfig,
         metrics: UpstreamMetrics,
         tls: Option<UpstreamTls>,
-    ) -> Result<Pool, tonic::transport::Error> {
+    ) -> Result<Pool, BadUrl> {
         let mut members = Vec::with_capacity(config.endpoints.len());
         for url in &config.endpoints {
             members.push(Arc::new(Member::new(url, config, tls.as_ref(), true)?));

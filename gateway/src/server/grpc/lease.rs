@@ -3,11 +3,11 @@
 use super::unary;
 use crate::method;
 use crate::pipeline::{ClientStream, Gateway, RpcStream, Upstream};
+use crate::upstream::Conn;
 use keygate_proto::etcdserverpb::lease_client::LeaseClient;
 use keygate_proto::etcdserverpb::lease_server::{Lease, LeaseServer};
 use keygate_proto::etcdserverpb::*;
 use std::sync::Arc;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 pub struct LeaseService(pub(crate) Arc<Gateway>);
@@ -62,7 +62,7 @@ impl Lease for LeaseService {
 
 /// Boxed here, where the types are concrete, so the compiler can see the future is Send.
 fn open_keep_alive(
-    channel: Channel,
+    channel: Conn,
     request: Request<ClientStream<LeaseKeepAliveRequest>>,
 ) -> Upstream<LeaseKeepAliveResponse> {
     Box::pin(async move { LeaseClient::new(channel).lease_keep_alive(request).await })

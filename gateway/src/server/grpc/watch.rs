@@ -1,11 +1,11 @@
 //! etcdserverpb.Watch: one bidirectional stream carrying many watchers.
 
 use crate::pipeline::{ClientStream, Gateway, RpcStream, Upstream};
+use crate::upstream::Conn;
 use keygate_proto::etcdserverpb::watch_client::WatchClient;
 use keygate_proto::etcdserverpb::watch_server::{Watch, WatchServer};
 use keygate_proto::etcdserverpb::{WatchRequest, WatchResponse};
 use std::sync::Arc;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 pub struct WatchService(pub(crate) Arc<Gateway>);
@@ -28,7 +28,7 @@ impl Watch for WatchService {
 
 /// Boxed here, where the types are concrete, so the compiler can see the future is Send.
 fn open_upstream(
-    channel: Channel,
+    channel: Conn,
     request: Request<ClientStream<WatchRequest>>,
 ) -> Upstream<WatchResponse> {
     Box::pin(async move {
