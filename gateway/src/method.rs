@@ -24,6 +24,8 @@ impl Kind {
 pub struct Method {
     pub service: &'static str,
     pub name: &'static str,
+    /// The HTTP/2 path of its calls: `/service/Method`.
+    pub path: &'static str,
     pub kind: Kind,
     /// Changes nothing in etcd: safe to send again to another member.
     pub read_only: bool,
@@ -31,7 +33,7 @@ pub struct Method {
 
 macro_rules! methods {
     ($($ident:ident = $service:literal / $name:literal, $kind:ident, $ro:literal;)*) => {
-        $(pub static $ident: Method = Method { service: $service, name: $name, kind: Kind::$kind, read_only: $ro };)*
+        $(pub static $ident: Method = Method { service: $service, name: $name, path: concat!("/", $service, "/", $name), kind: Kind::$kind, read_only: $ro };)*
         /// Every method keygate serves.
         pub static ALL: &[&Method] = &[$(&$ident),*];
     };

@@ -22,11 +22,11 @@ use crate::policy::Policy;
 use crate::revision::{Revisioned, SeenRevision};
 use crate::shutdown::Shutdown;
 use crate::tenant::{StorageClaim, Tenant, Tenants};
-use crate::upstream::Conn;
+use crate::upstream::{self, Conn};
 use crate::upstream::{Member, Pool};
 use crate::watch::Hub;
 use futures::stream::BoxStream;
-use keygate_proto::etcdserverpb::{kv_client::KvClient, RangeRequest, RangeResponse};
+use keygate_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use prost::Message;
 use std::borrow::Cow;
 use std::future::Future;
@@ -301,11 +301,8 @@ impl Gateway {
                     .reads
                     .with_label_values(&[consistency, "upstream", reason])
                     .inc();
-                self.forward(&method::RANGE, request, |channel, request| async move {
-                    KvClient::new(channel)
-                        .max_decoding_message_size(usize::MAX)
-                        .range(request)
-                        .await
+                self.forward(&method::RANGE, request, |conn, request| {
+                    upstream::unary(conn, method::RANGE.path, request)
                 })
                 .await
                 .map(|response| response.map(RangeAnswer::Decoded))

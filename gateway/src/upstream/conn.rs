@@ -106,6 +106,13 @@ fn connector(
     Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
 }
 
+impl Conn {
+    /// Sends `request` (its URI a path) to the member, dialling first when needed.
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, BoxError> {
+        self.inner.send(request).await
+    }
+}
+
 impl tower::Service<Request<Body>> for Conn {
     type Response = Response<Incoming>;
     type Error = BoxError;

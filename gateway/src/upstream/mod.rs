@@ -5,9 +5,11 @@ mod conn;
 mod discovery;
 mod health;
 mod member;
+mod unary;
 
 pub use conn::Conn;
 pub use member::{BadUrl, Member};
+pub use unary::unary;
 
 use crate::config::UpstreamConfig;
 use crate::errors::GatewayError;

@@ -3,7 +3,6 @@
 use super::unary;
 use crate::method;
 use crate::pipeline::Gateway;
-use keygate_proto::etcdserverpb::auth_client::AuthClient;
 use keygate_proto::etcdserverpb::auth_server::{Auth, AuthServer};
 use keygate_proto::etcdserverpb::*;
 use std::sync::Arc;
@@ -20,18 +19,18 @@ type R<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl Auth for AuthService {
     async fn auth_enable(&self, r: Request<AuthEnableRequest>) -> R<AuthEnableResponse> {
-        unary!(self.0, method::AUTH_ENABLE, r, AuthClient::auth_enable)
+        unary!(self.0, method::AUTH_ENABLE, r)
     }
     async fn auth_disable(&self, r: Request<AuthDisableRequest>) -> R<AuthDisableResponse> {
-        unary!(self.0, method::AUTH_DISABLE, r, AuthClient::auth_disable)
+        unary!(self.0, method::AUTH_DISABLE, r)
     }
     async fn auth_status(&self, r: Request<AuthStatusRequest>) -> R<AuthStatusResponse> {
-        unary!(self.0, method::AUTH_STATUS, r, AuthClient::auth_status)
+        unary!(self.0, method::AUTH_STATUS, r)
     }
     /// Passes through to etcd, and remembers which user the token etcd issued belongs to.
     async fn authenticate(&self, r: Request<AuthenticateRequest>) -> R<AuthenticateResponse> {
         let user = r.get_ref().name.clone();
-        let response = unary!(self.0, method::AUTHENTICATE, r, AuthClient::authenticate)?;
+        let response: Response<AuthenticateResponse> = unary!(self.0, method::AUTHENTICATE, r)?;
         self.0
             .identity
             .tokens
@@ -39,82 +38,57 @@ impl Auth for AuthService {
         Ok(response)
     }
     async fn user_add(&self, r: Request<AuthUserAddRequest>) -> R<AuthUserAddResponse> {
-        unary!(self.0, method::USER_ADD, r, AuthClient::user_add)
+        unary!(self.0, method::USER_ADD, r)
     }
     async fn user_get(&self, r: Request<AuthUserGetRequest>) -> R<AuthUserGetResponse> {
-        unary!(self.0, method::USER_GET, r, AuthClient::user_get)
+        unary!(self.0, method::USER_GET, r)
     }
     async fn user_list(&self, r: Request<AuthUserListRequest>) -> R<AuthUserListResponse> {
-        unary!(self.0, method::USER_LIST, r, AuthClient::user_list)
+        unary!(self.0, method::USER_LIST, r)
     }
     async fn user_delete(&self, r: Request<AuthUserDeleteRequest>) -> R<AuthUserDeleteResponse> {
-        unary!(self.0, method::USER_DELETE, r, AuthClient::user_delete)
+        unary!(self.0, method::USER_DELETE, r)
     }
     async fn user_change_password(
         &self,
         r: Request<AuthUserChangePasswordRequest>,
     ) -> R<AuthUserChangePasswordResponse> {
-        unary!(
-            self.0,
-            method::USER_CHANGE_PASSWORD,
-            r,
-            AuthClient::user_change_password
-        )
+        unary!(self.0, method::USER_CHANGE_PASSWORD, r)
     }
     async fn user_grant_role(
         &self,
         r: Request<AuthUserGrantRoleRequest>,
     ) -> R<AuthUserGrantRoleResponse> {
-        unary!(
-            self.0,
-            method::USER_GRANT_ROLE,
-            r,
-            AuthClient::user_grant_role
-        )
+        unary!(self.0, method::USER_GRANT_ROLE, r)
     }
     async fn user_revoke_role(
         &self,
         r: Request<AuthUserRevokeRoleRequest>,
     ) -> R<AuthUserRevokeRoleResponse> {
-        unary!(
-            self.0,
-            method::USER_REVOKE_ROLE,
-            r,
-            AuthClient::user_revoke_role
-        )
+        unary!(self.0, method::USER_REVOKE_ROLE, r)
     }
     async fn role_add(&self, r: Request<AuthRoleAddRequest>) -> R<AuthRoleAddResponse> {
-        unary!(self.0, method::ROLE_ADD, r, AuthClient::role_add)
+        unary!(self.0, method::ROLE_ADD, r)
     }
     async fn role_get(&self, r: Request<AuthRoleGetRequest>) -> R<AuthRoleGetResponse> {
-        unary!(self.0, method::ROLE_GET, r, AuthClient::role_get)
+        unary!(self.0, method::ROLE_GET, r)
     }
     async fn role_list(&self, r: Request<AuthRoleListRequest>) -> R<AuthRoleListResponse> {
-        unary!(self.0, method::ROLE_LIST, r, AuthClient::role_list)
+        unary!(self.0, method::ROLE_LIST, r)
     }
     async fn role_delete(&self, r: Request<AuthRoleDeleteRequest>) -> R<AuthRoleDeleteResponse> {
-        unary!(self.0, method::ROLE_DELETE, r, AuthClient::role_delete)
+        unary!(self.0, method::ROLE_DELETE, r)
     }
     async fn role_grant_permission(
         &self,
         r: Request<AuthRoleGrantPermissionRequest>,
     ) -> R<AuthRoleGrantPermissionResponse> {
-        unary!(
-            self.0,
-            method::ROLE_GRANT_PERMISSION,
-            r,
-            AuthClient::role_grant_permission
-        )
+        unary!(self.0, method::ROLE_GRANT_PERMISSION, r)
     }
     async fn role_revoke_permission(
         &self,
         r: Request<AuthRoleRevokePermissionRequest>,
     ) -> R<AuthRoleRevokePermissionResponse> {
-        unary!(
-            self.0,
-            method::ROLE_REVOKE_PERMISSION,
-            r,
-            AuthClient::role_revoke_permission
-        )
+        unary!(self.0, method::ROLE_REVOKE_PERMISSION, r)
     }
 }

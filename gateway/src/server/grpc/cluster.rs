@@ -4,7 +4,6 @@
 use super::unary;
 use crate::method;
 use crate::pipeline::Gateway;
-use keygate_proto::etcdserverpb::cluster_client::ClusterClient;
 use keygate_proto::etcdserverpb::cluster_server::{Cluster, ClusterServer};
 use keygate_proto::etcdserverpb::*;
 use std::sync::Arc;
@@ -70,55 +69,30 @@ impl Cluster for ClusterService {
         &self,
         r: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        self.advertised(unary!(
-            self.0,
-            method::MEMBER_ADD,
-            r,
-            ClusterClient::member_add
-        ))
+        self.advertised(unary!(self.0, method::MEMBER_ADD, r))
     }
     async fn member_remove(
         &self,
         r: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        self.advertised(unary!(
-            self.0,
-            method::MEMBER_REMOVE,
-            r,
-            ClusterClient::member_remove
-        ))
+        self.advertised(unary!(self.0, method::MEMBER_REMOVE, r))
     }
     async fn member_update(
         &self,
         r: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        self.advertised(unary!(
-            self.0,
-            method::MEMBER_UPDATE,
-            r,
-            ClusterClient::member_update
-        ))
+        self.advertised(unary!(self.0, method::MEMBER_UPDATE, r))
     }
     async fn member_list(
         &self,
         r: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        self.advertised(unary!(
-            self.0,
-            method::MEMBER_LIST,
-            r,
-            ClusterClient::member_list
-        ))
+        self.advertised(unary!(self.0, method::MEMBER_LIST, r))
     }
     async fn member_promote(
         &self,
         r: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        self.advertised(unary!(
-            self.0,
-            method::MEMBER_PROMOTE,
-            r,
-            ClusterClient::member_promote
-        ))
+        self.advertised(unary!(self.0, method::MEMBER_PROMOTE, r))
     }
 }

@@ -7,7 +7,6 @@ use crate::pipeline::{Gateway, RpcStream};
 use keygate_proto::v3electionpb::election_client::ElectionClient;
 use keygate_proto::v3electionpb::election_server::{Election, ElectionServer};
 use keygate_proto::v3electionpb::*;
-use keygate_proto::v3lockpb::lock_client::LockClient;
 use keygate_proto::v3lockpb::lock_server::{Lock, LockServer};
 use keygate_proto::v3lockpb::*;
 use std::sync::Arc;
@@ -27,10 +26,10 @@ pub fn election_server(gw: &Arc<Gateway>, max_recv: usize) -> ElectionServer<Ele
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, r: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        unary!(self.0, method::LOCK, r, LockClient::lock)
+        unary!(self.0, method::LOCK, r)
     }
     async fn unlock(&self, r: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
-        unary!(self.0, method::UNLOCK, r, LockClient::unlock)
+        unary!(self.0, method::UNLOCK, r)
     }
 }
 
@@ -42,16 +41,16 @@ impl Election for ElectionService {
         &self,
         r: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        unary!(self.0, method::CAMPAIGN, r, ElectionClient::campaign)
+        unary!(self.0, method::CAMPAIGN, r)
     }
     async fn proclaim(
         &self,
         r: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
-        unary!(self.0, method::PROCLAIM, r, ElectionClient::proclaim)
+        unary!(self.0, method::PROCLAIM, r)
     }
     async fn leader(&self, r: Request<LeaderRequest>) -> Result<Response<LeaderResponse>, Status> {
-        unary!(self.0, method::LEADER, r, ElectionClient::leader)
+        unary!(self.0, method::LEADER, r)
     }
     async fn observe(
         &self,
@@ -67,6 +66,6 @@ impl Election for ElectionService {
             .await
     }
     async fn resign(&self, r: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {
-        unary!(self.0, method::RESIGN, r, ElectionClient::resign)
+        unary!(self.0, method::RESIGN, r)
     }
 }

@@ -3,7 +3,6 @@
 use super::unary;
 use crate::method;
 use crate::pipeline::Gateway;
-use keygate_proto::etcdserverpb::kv_client::KvClient;
 use keygate_proto::etcdserverpb::kv_server::{Kv, KvServer};
 use keygate_proto::etcdserverpb::*;
 use std::sync::Arc;
@@ -31,21 +30,21 @@ impl Kv for KvService {
         self.0.range(r).await
     }
     async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        unary!(self.0, method::PUT, r, KvClient::put)
+        unary!(self.0, method::PUT, r)
     }
     async fn delete_range(
         &self,
         r: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        unary!(self.0, method::DELETE_RANGE, r, KvClient::delete_range)
+        unary!(self.0, method::DELETE_RANGE, r)
     }
     async fn txn(&self, r: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        unary!(self.0, method::TXN, r, KvClient::txn)
+        unary!(self.0, method::TXN, r)
     }
     async fn compact(
         &self,
         r: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        unary!(self.0, method::COMPACT, r, KvClient::compact)
+        unary!(self.0, method::COMPACT, r)
     }
 }

@@ -24,7 +24,7 @@ impl Lease for LeaseService {
         &self,
         r: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        unary!(self.0, method::LEASE_GRANT, r, LeaseClient::lease_grant)
+        unary!(self.0, method::LEASE_GRANT, r)
     }
     async fn lease_revoke(
         &self,
@@ -33,7 +33,7 @@ impl Lease for LeaseService {
         if let Some(leases) = &self.0.leases {
             leases.forget(r.get_ref().id);
         }
-        unary!(self.0, method::LEASE_REVOKE, r, LeaseClient::lease_revoke)
+        unary!(self.0, method::LEASE_REVOKE, r)
     }
     async fn lease_keep_alive(
         &self,
@@ -45,18 +45,13 @@ impl Lease for LeaseService {
         &self,
         r: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        unary!(
-            self.0,
-            method::LEASE_TIME_TO_LIVE,
-            r,
-            LeaseClient::lease_time_to_live
-        )
+        unary!(self.0, method::LEASE_TIME_TO_LIVE, r)
     }
     async fn lease_leases(
         &self,
         r: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        unary!(self.0, method::LEASE_LEASES, r, LeaseClient::lease_leases)
+        unary!(self.0, method::LEASE_LEASES, r)
     }
 }
 

@@ -20,22 +20,22 @@ impl Maintenance for MaintenanceService {
     type SnapshotStream = RpcStream<SnapshotResponse>;
 
     async fn alarm(&self, r: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        unary!(self.0, method::ALARM, r, MaintenanceClient::alarm)
+        unary!(self.0, method::ALARM, r)
     }
     async fn status(&self, r: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        unary!(self.0, method::STATUS, r, MaintenanceClient::status)
+        unary!(self.0, method::STATUS, r)
     }
     async fn defragment(
         &self,
         r: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        unary!(self.0, method::DEFRAGMENT, r, MaintenanceClient::defragment)
+        unary!(self.0, method::DEFRAGMENT, r)
     }
     async fn hash(&self, r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        unary!(self.0, method::HASH, r, MaintenanceClient::hash)
+        unary!(self.0, method::HASH, r)
     }
     async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        unary!(self.0, method::HASH_KV, r, MaintenanceClient::hash_kv)
+        unary!(self.0, method::HASH_KV, r)
     }
     async fn snapshot(
         &self,
@@ -54,17 +54,12 @@ impl Maintenance for MaintenanceService {
         &self,
         r: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        unary!(
-            self.0,
-            method::MOVE_LEADER,
-            r,
-            MaintenanceClient::move_leader
-        )
+        unary!(self.0, method::MOVE_LEADER, r)
     }
     async fn downgrade(
         &self,
         r: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
-        unary!(self.0, method::DOWNGRADE, r, MaintenanceClient::downgrade)
+        unary!(self.0, method::DOWNGRADE, r)
     }
 }

@@ -14,14 +14,11 @@ use crate::pipeline::Gateway;
 use std::sync::Arc;
 use tonic::service::Routes;
 
-/// Forwards one unary RPC through the pipeline with a fresh client on the chosen connection.
+/// Forwards one unary RPC through the pipeline, called on the chosen member's connection.
 macro_rules! unary {
-    ($gw:expr, $method:expr, $request:expr, $client:ident :: $call:ident) => {
-        $gw.unary(&$method, $request, |channel, request| async move {
-            $client::new(channel)
-                .max_decoding_message_size(usize::MAX)
-                .$call(request)
-                .await
+    ($gw:expr, $method:expr, $request:expr) => {
+        $gw.unary(&$method, $request, |conn, request| {
+            $crate::upstream::unary(conn, $method.path, request)
         })
         .await
     };

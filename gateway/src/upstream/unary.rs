@@ -1,0 +1,195 @@
+//! One unary gRPC call on a member's connection — the path every forwarded unary RPC takes:
+//! the request's message encoded once into one DATA frame, the answer's one message decoded from
+//! the collected body, its status read from the trailers (or from the headers, where etcd puts
+//! the status of an error it answers without a message). tonic's client does the same through
+//! an encoder and a decoder stream per call, each with a buffer of its own.
+//!
+//! Failures are reported as tonic reports them, so that `errors::retryable` reads them alike:
+//! a failure of the connection is a `Status` carrying its error as its source; a status etcd
+//! sent carries none.
+
+use super::Conn;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{CONTENT_TYPE, TE};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use prost::Message;
+use tonic::body::Body;
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+
+/// gRPC's message prefix: a compression flag and the length.
+const PREFIX: usize = 5;
+
+/// The caller's headers that are not passed on: gRPC's own, set here again, and compression,
+/// which keygate neither asks etcd for nor decodes.
+const NOT_FORWARDED: [&str; 7] = [
+    "te",
+    "content-type",
+    "grpc-status",
+    "grpc-message",
+    "grpc-message-type",
+    "grpc-encoding",
+    "grpc-accept-encoding",
+];
+
+/// Calls `path` (`/service/Method`) on `conn` with `request`'s message and metadata.
+pub async fn unary<Req, Resp>(
+    conn: Conn,
+    path: &'static str,
+    request: tonic::Request<Req>,
+) -> Result<tonic::Response<Resp>, Status>
+where
+    Req: Message,
+    Resp: Message + Default,
+{
+    let (metadata, _, message) = request.into_parts();
+    let mut headers = metadata.into_headers();
+    for name in NOT_FORWARDED {
+        headers.remove(name);
+    }
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(TE, HeaderValue::from_static("trailers"));
+    let mut call = Request::new(Body::new(Full::new(frame(&message)?)));
+    *call.method_mut() = http::Method::POST;
+    *call.uri_mut() = Uri::from_static(path);
+    *call.headers_mut() = headers;
+
+    let (parts, body) = conn
+        .send(call)
+        .await
+        .map_err(Status::from_error)?
+        .into_parts();
+    // etcd answers an error with its status in the headers and no message.
+    if let Some(status) = Status::from_header_map(&parts.headers) {
+        if status.code() != Code::Ok {
+            return Err(status);
+        }
+    }
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| Status::from_error(e.into()))?;
+    check_status(body.trailers(), parts.status)?;
+    let message = one_message(body.to_bytes())?;
+    let metadata = MetadataMap::from_headers(parts.headers);
+    Ok(tonic::Response::from_parts(
+        metadata,
+        message,
+        parts.extensions,
+    ))
+}
+
+/// The message as gRPC frames it: uncompressed, its length, its bytes.
+fn frame<M: Message>(message: &M) -> Result<Bytes, Status> {
+    let len = message.encoded_len();
+    let declared = u32::try_from(len)
+        .map_err(|_| Status::resource_exhausted("request too large to forward"))?;
+    let mut buf = BytesMut::with_capacity(PREFIX + len);
+    buf.put_u8(0);
+    buf.put_u32(declared);
+    message
+        .encode(&mut buf)
+        .map_err(|e| Status::internal(format!("encoding the request: {e}")))?;
+    Ok(buf.freeze())
+}
+
+/// The call's status from its trailers; without one, from the HTTP status as gRPC maps it.
+fn check_status(trailers: Option<&HeaderMap>, http: StatusCode) -> Result<(), Status> {
+    if let Some(status) = trailers.and_then(Status::from_header_map) {
+        return match status.code() {
+            Code::Ok => Ok(()),
+            _ => Err(status),
+        };
+    }
+    let code = match http {
+        StatusCode::BAD_REQUEST => Code::Internal,
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
+        StatusCode::NOT_FOUND => Code::Unimplemented,
+        StatusCode::TOO_MANY_REQUESTS
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
+        _ => Code::Unknown,
+    };
+    Err(Status::new(
+        code,
+        format!("the member's answer had no grpc-status (HTTP {http})"),
+    ))
+}
+
+/// The answer's one message.
+fn one_message<M: Message + Default>(mut body: Bytes) -> Result<M, Status> {
+    if body.len() < PREFIX {
+        return Err(Status::internal("Missing response message."));
+    }
+    let flag = body.get_u8();
+    let len = body.get_u32() as usize;
+    if flag != 0 {
+        return Err(Status::internal("the member's answer was compressed"));
+    }
+    if body.len() != len {
+        return Err(Status::internal(format!(
+            "the member's answer declared {len} bytes and held {}",
+            body.len()
+        )));
+    }
+    M::decode(body).map_err(|e| Status::internal(format!("decoding the member's answer: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keygate_proto::etcdserverpb::PutResponse;
+
+    fn framed(flag: u8, message: &[u8], declared: u32) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_u8(flag);
+        b.put_u32(declared);
+        b.put_slice(message);
+        b.freeze()
+    }
+
+    #[test]
+    fn a_framed_message_decodes_back() {
+        let response = PutResponse {
+            prev_kv: None,
+            header: None,
+        };
+        let bytes = frame(&response).expect("encodes");
+        assert_eq!(bytes.len(), PREFIX);
+        assert_eq!(one_message::<PutResponse>(bytes).ok(), Some(response));
+    }
+
+    #[test]
+    fn answers_that_are_not_one_plain_message_are_internal_errors() {
+        for body in [
+            Bytes::new(),
+            framed(0, &[], 3),
+            framed(1, &[], 0),
+            framed(0, &[0xff, 0xff], 2),
+        ] {
+            let code = one_message::<PutResponse>(body).err().map(|s| s.code());
+            assert_eq!(code, Some(Code::Internal));
+        }
+    }
+
+    #[test]
+    fn the_status_comes_from_the_trailers_or_else_the_http_status() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        assert!(check_status(Some(&trailers), StatusCode::OK).is_ok());
+        trailers.insert("grpc-status", HeaderValue::from_static("8"));
+        trailers.insert("grpc-message", HeaderValue::from_static("too%20many"));
+        let status = check_status(Some(&trailers), StatusCode::OK).err();
+        let status = status.map(|s| (s.code(), s.message().to_string()));
+        assert_eq!(status, Some((Code::ResourceExhausted, "too many".into())));
+        let code = |http| check_status(None, http).err().map(|s| s.code());
+        assert_eq!(
+            code(StatusCode::SERVICE_UNAVAILABLE),
+            Some(Code::Unavailable)
+        );
+        assert_eq!(code(StatusCode::OK), Some(Code::Unknown));
+    }
+}
