@@ -6,6 +6,7 @@ pub mod config;
 pub mod corked;
 pub mod describe;
 pub mod errors;
+pub mod grpc_frame;
 pub mod identity;
 pub mod lease;
 pub mod method;

@@ -8,7 +8,8 @@
 
 use super::grpc::kv::KvService;
 use crate::errors::GatewayError;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use crate::grpc_frame::{self, declared_len, one_message, PREFIX};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
@@ -20,9 +21,6 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
-
-/// gRPC's message prefix: a compression flag and the length.
-const PREFIX: usize = 5;
 
 pub struct DirectKv {
     kv: KvService,
@@ -109,36 +107,14 @@ async fn collect(mut body: Incoming, max_recv: usize) -> Result<Bytes, Status> {
     })
 }
 
-/// The length a message prefix declares.
-fn declared_len(bytes: &[u8]) -> Option<usize> {
-    let len = bytes.get(1..PREFIX)?;
-    let len = u32::from_be_bytes(len.try_into().ok()?);
-    usize::try_from(len).ok()
-}
-
-/// The body's message when it is exactly one uncompressed message that decodes.
-fn one_message<M: prost::Message + Default>(bytes: &Bytes) -> Option<M> {
-    let (&flag, _) = bytes.split_first()?;
-    let len = declared_len(bytes)?;
-    if flag != 0 || bytes.len() != PREFIX.checked_add(len)? {
-        return None;
-    }
-    let mut message = bytes.slice(PREFIX..);
-    let decoded = M::decode(&mut message).ok()?;
-    (!message.has_remaining()).then_some(decoded)
-}
-
 /// A successful answer: its metadata as headers, its message as one DATA frame, then
 /// `grpc-status: 0`.
 fn respond<M: prost::Message>(response: tonic::Response<M>) -> Response<Body> {
     let (metadata, message, _) = response.into_parts();
-    let len = message.encoded_len();
-    let mut data = BytesMut::with_capacity(PREFIX + len);
-    data.put_u8(0);
-    data.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-    if let Err(e) = message.encode(&mut data) {
-        return Status::internal(format!("encoding the response: {e}")).into_http();
-    }
+    let data = match grpc_frame::encode(&message) {
+        Ok(data) => data,
+        Err(status) => return status.into_http(),
+    };
     let mut headers = metadata.into_headers();
     headers.insert(
         http::header::CONTENT_TYPE,
@@ -147,7 +123,7 @@ fn respond<M: prost::Message>(response: tonic::Response<M>) -> Response<Body> {
     let mut trailers = HeaderMap::with_capacity(1);
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
     let mut response = Response::new(Body::new(OneMessage {
-        data: Some(data.freeze()),
+        data: Some(data),
         trailers: Some(trailers),
     }));
     *response.headers_mut() = headers;
@@ -186,6 +162,7 @@ impl http_body::Body for OneMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::{BufMut, BytesMut};
     use http_body::Body as _;
     use keygate_proto::etcdserverpb::RangeRequest;
     use prost::Message;

@@ -92,6 +92,11 @@ impl Conn {
             }),
         })
     }
+
+    /// Sends `request` (its URI a path) to the member, dialling first when needed.
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, BoxError> {
+        self.inner.send(request).await
+    }
 }
 
 /// TLS for an https:// member: keygate's client configuration with HTTP/2 asked for by ALPN.
@@ -104,13 +109,6 @@ fn connector(
     let mut config = (*tls.rustls).clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
-}
-
-impl Conn {
-    /// Sends `request` (its URI a path) to the member, dialling first when needed.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, BoxError> {
-        self.inner.send(request).await
-    }
 }
 
 impl tower::Service<Request<Body>> for Conn {

@@ -9,7 +9,8 @@
 //! sent carries none.
 
 use super::Conn;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use crate::grpc_frame;
+use bytes::Bytes;
 use http::header::{CONTENT_TYPE, TE};
 use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
@@ -17,9 +18,6 @@ use prost::Message;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
-
-/// gRPC's message prefix: a compression flag and the length.
-const PREFIX: usize = 5;
 
 /// The caller's headers that are not passed on: gRPC's own, set here again, and compression,
 /// which keygate neither asks etcd for nor decodes.
@@ -50,7 +48,7 @@ where
     }
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(TE, HeaderValue::from_static("trailers"));
-    let mut call = Request::new(Body::new(Full::new(frame(&message)?)));
+    let mut call = Request::new(Body::new(Full::new(grpc_frame::encode(&message)?)));
     *call.method_mut() = http::Method::POST;
     *call.uri_mut() = Uri::from_static(path);
     *call.headers_mut() = headers;
@@ -71,27 +69,13 @@ where
         .await
         .map_err(|e| Status::from_error(e.into()))?;
     check_status(body.trailers(), parts.status)?;
-    let message = one_message(body.to_bytes())?;
+    let message = one_message(&body.to_bytes())?;
     let metadata = MetadataMap::from_headers(parts.headers);
     Ok(tonic::Response::from_parts(
         metadata,
         message,
         parts.extensions,
     ))
-}
-
-/// The message as gRPC frames it: uncompressed, its length, its bytes.
-fn frame<M: Message>(message: &M) -> Result<Bytes, Status> {
-    let len = message.encoded_len();
-    let declared = u32::try_from(len)
-        .map_err(|_| Status::resource_exhausted("request too large to forward"))?;
-    let mut buf = BytesMut::with_capacity(PREFIX + len);
-    buf.put_u8(0);
-    buf.put_u32(declared);
-    message
-        .encode(&mut buf)
-        .map_err(|e| Status::internal(format!("encoding the request: {e}")))?;
-    Ok(buf.freeze())
 }
 
 /// The call's status from its trailers; without one, from the HTTP status as gRPC maps it.
@@ -120,27 +104,15 @@ fn check_status(trailers: Option<&HeaderMap>, http: StatusCode) -> Result<(), St
 }
 
 /// The answer's one message.
-fn one_message<M: Message + Default>(mut body: Bytes) -> Result<M, Status> {
-    if body.len() < PREFIX {
-        return Err(Status::internal("Missing response message."));
-    }
-    let flag = body.get_u8();
-    let len = body.get_u32() as usize;
-    if flag != 0 {
-        return Err(Status::internal("the member's answer was compressed"));
-    }
-    if body.len() != len {
-        return Err(Status::internal(format!(
-            "the member's answer declared {len} bytes and held {}",
-            body.len()
-        )));
-    }
-    M::decode(body).map_err(|e| Status::internal(format!("decoding the member's answer: {e}")))
+fn one_message<M: Message + Default>(body: &Bytes) -> Result<M, Status> {
+    grpc_frame::one_message(body)
+        .ok_or_else(|| Status::internal("the member's answer was not one uncompressed message"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::{BufMut, BytesMut};
     use keygate_proto::etcdserverpb::PutResponse;
 
     fn framed(flag: u8, message: &[u8], declared: u32) -> Bytes {
@@ -157,9 +129,9 @@ mod tests {
             prev_kv: None,
             header: None,
         };
-        let bytes = frame(&response).expect("encodes");
-        assert_eq!(bytes.len(), PREFIX);
-        assert_eq!(one_message::<PutResponse>(bytes).ok(), Some(response));
+        let bytes = grpc_frame::encode(&response).expect("encodes");
+        assert_eq!(bytes.len(), grpc_frame::PREFIX);
+        assert_eq!(one_message::<PutResponse>(&bytes).ok(), Some(response));
     }
 
     #[test]
@@ -170,7 +142,7 @@ mod tests {
             framed(1, &[], 0),
             framed(0, &[0xff, 0xff], 2),
         ] {
-            let code = one_message::<PutResponse>(body).err().map(|s| s.code());
+            let code = one_message::<PutResponse>(&body).err().map(|s| s.code());
             assert_eq!(code, Some(Code::Internal));
         }
     }
