@@ -7,6 +7,7 @@ pub mod corked;
 pub mod describe;
 pub mod errors;
 pub mod grpc_frame;
+pub mod h2;
 pub mod identity;
 pub mod lease;
 pub mod method;

@@ -1,4 +1,4 @@
-//! Splits each HTTP request on the client port: gRPC goes to the etcd services, /v3 JSON to the
+//! Splits each request on the client port: gRPC goes to the etcd services, /v3 JSON to the
 //! gateway (which calls the same services), /v2 to the members, everything else to the HTTP
 //! endpoints. Also puts tonic's own errors into the words etcd's clients expect.
 
@@ -9,11 +9,11 @@ use super::unary::DirectKv;
 use super::v2::{self, V2Proxy};
 use crate::config::ServerConfig;
 use crate::errors;
+use crate::h2::server::{Call, Collected, Handler, Reply, RequestHead, Route};
 use crate::identity::ConnectionInfo;
 use crate::pipeline::Gateway;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use std::convert::Infallible;
+use futures::future::BoxFuture;
+use http::{HeaderMap, Request, Response};
 use std::sync::Arc;
 use tonic::body::Body;
 use tonic::service::Routes;
@@ -22,8 +22,8 @@ use tower::ServiceExt;
 #[derive(Clone)]
 pub struct Dispatch {
     grpc: Option<Routes>,
-    /// KV's unary calls, served without the router.
-    direct: Option<Arc<DirectKv>>,
+    /// KV's unary calls, served from the body the connection collects.
+    direct: Option<DirectKv>,
     /// The JSON gateway and v2 forwarding; not on the metrics port.
     json: Option<Arc<JsonGateway>>,
     v2: Option<V2Proxy>,
@@ -34,10 +34,10 @@ impl Dispatch {
     pub fn new(gw: Arc<Gateway>, routes: Routes, config: &ServerConfig) -> Dispatch {
         Dispatch {
             grpc: Some(routes),
-            direct: Some(Arc::new(DirectKv::new(
+            direct: Some(DirectKv::new(
                 KvService(gw.clone()),
                 config.max_recv_message_bytes(),
-            ))),
+            )),
             json: Some(Arc::new(JsonGateway::new(
                 &gw,
                 config.max_recv_message_bytes(),
@@ -58,36 +58,19 @@ impl Dispatch {
         }
     }
 
-    /// The service for one connection; every request carries what the connection proved.
-    pub fn for_connection(
-        &self,
-        info: ConnectionInfo,
-    ) -> impl hyper::service::Service<
-        Request<Incoming>,
-        Response = Response<Body>,
-        Error = Infallible,
-        Future = impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send,
-    > + Clone {
-        let this = self.clone();
-        hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(info.clone());
-            let this = this.clone();
-            async move { Ok(this.handle(req).await) }
+    /// What serves one connection's requests; every request carries what the connection
+    /// proved.
+    pub fn for_connection(&self, info: ConnectionInfo) -> Arc<ForConnection> {
+        Arc::new(ForConnection {
+            dispatch: self.clone(),
+            info,
         })
     }
 
-    /// The rarer routes are boxed, so the future of every request (moved into its task when
-    /// the connection spawns it) stays small.
-    async fn handle(self, req: Request<Incoming>) -> Response<Body> {
+    /// The rarer routes are boxed, so the future of every request stays small.
+    pub async fn handle(self, req: Request<Body>) -> Response<Body> {
         match &self.grpc {
-            Some(routes) if is_grpc(&req) => {
-                let req = match &self.direct {
-                    Some(direct) => match direct.handle(req).await {
-                        Ok(response) => return response,
-                        Err(not_served) => not_served,
-                    },
-                    None => req.map(Body::new),
-                };
+            Some(routes) if is_grpc(req.headers()) => {
                 let path = req.uri().path().to_string();
                 match Box::pin(routes.clone().oneshot(req)).await {
                     Ok(resp) => etcd_wording(resp, &path),
@@ -108,8 +91,58 @@ impl Dispatch {
     }
 }
 
-fn is_grpc(req: &Request<Incoming>) -> bool {
-    req.headers()
+/// One connection's requests, as its HTTP/2 layer hands them over.
+pub struct ForConnection {
+    dispatch: Dispatch,
+    info: ConnectionInfo,
+}
+
+impl ForConnection {
+    /// A request from the HTTP/1 side, with what the connection proved.
+    pub fn handle(&self, mut req: Request<Body>) -> BoxFuture<'static, Response<Body>> {
+        req.extensions_mut().insert(self.info.clone());
+        Box::pin(self.dispatch.clone().handle(req))
+    }
+}
+
+impl Handler for ForConnection {
+    fn route(&self, head: &RequestHead) -> Route {
+        match &self.dispatch.direct {
+            Some(direct) if DirectKv::serves(head) => Route::Collect {
+                limit: direct.limit(),
+            },
+            _ => Route::Bridge,
+        }
+    }
+
+    fn collected(&self, head: RequestHead, body: Collected) -> Call {
+        let Some(direct) = &self.dispatch.direct else {
+            return Call {
+                reply: Box::pin(std::future::ready(Reply::Status(tonic::Status::unimplemented(
+                    "",
+                )))),
+                inline: true,
+            };
+        };
+        match direct.call(head, body, &self.info) {
+            Ok(call) => call,
+            Err(not_served) => {
+                let response = self.handle(not_served);
+                Call {
+                    reply: Box::pin(async move { Reply::Http(response.await) }),
+                    inline: false,
+                }
+            }
+        }
+    }
+
+    fn bridge(&self, req: Request<Body>) -> BoxFuture<'static, Response<Body>> {
+        self.handle(req)
+    }
+}
+
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }

@@ -8,7 +8,6 @@ use crate::pipeline::Gateway;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::body::Body;
@@ -27,7 +26,7 @@ impl HttpEndpoints {
         HttpEndpoints { gw, debug }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
         let known = matches!(
             req.uri().path(),
             "/health" | "/version" | "/livez" | "/readyz" | "/metrics" | "/debug/identity"
@@ -96,7 +95,7 @@ impl HttpEndpoints {
     }
 
     /// The caller's identity as keygate works it out for gRPC requests (debug_endpoints only).
-    fn debug_identity(&self, req: &Request<Incoming>) -> Response<Body> {
+    fn debug_identity(&self, req: &Request<Body>) -> Response<Body> {
         let conn = req.extensions().get::<ConnectionInfo>();
         let mut headers = req.headers().clone();
         let (status, body) = match self.gw.identity.identify(&mut headers, conn, false) {

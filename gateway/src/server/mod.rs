@@ -5,23 +5,28 @@ mod dispatch;
 mod grpc;
 mod http;
 mod json;
+mod prefixed;
 mod unary;
 mod upstream_http;
 mod v2;
 
 use crate::config::Config;
+use crate::h2;
 use crate::identity::ConnectionInfo;
 use crate::metrics::IdentityMetrics;
 use crate::pipeline::Gateway;
 use crate::shutdown::Shutdown;
 use crate::tls::{peer_certificate, TlsTerminator};
+use bytes::BytesMut;
 use dispatch::Dispatch;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::rt::TokioIo;
+use prefixed::Prefixed;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 /// A bound client listener, ready to serve.
 pub struct Server {
@@ -70,12 +75,15 @@ impl Server {
     /// finish (streams are ended by the pipeline with etcd's "server stopped"), and returns
     /// once every connection is closed or the drain timeout has passed.
     pub async fn serve(self, shutdown: Shutdown) {
-        let graceful = GracefulShutdown::new();
+        // Every connection of the client port holds a sender; the drain is over when the
+        // last one has gone.
+        let (open, mut drained) = mpsc::channel::<Infallible>(1);
         let accept = Accept {
-            builder: self.connection_builder(),
+            h2: self.h2_settings(),
             dispatch: self.dispatch,
             tls: self.tls,
             metrics: self.metrics,
+            shutdown: shutdown.clone(),
         };
         if let Some(tls) = &accept.tls {
             tokio::spawn(tls.clone().watch(shutdown.clone()));
@@ -90,24 +98,22 @@ impl Server {
             let shutdown = shutdown.clone();
             tokio::spawn(async move { accept_loop(metrics, http_only, None, shutdown).await });
         }
-        accept_loop(self.listener, accept, Some(&graceful), shutdown).await;
+        accept_loop(self.listener, accept, Some(open), shutdown).await;
         tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections drained"),
+            _ = drained.recv() => tracing::info!("all connections drained"),
             () = tokio::time::sleep(self.config.server.drain_timeout()) => {
                 tracing::warn!("drain timeout passed with connections still open; exiting");
             }
         }
     }
 
-    fn connection_builder(&self) -> auto::Builder<TokioExecutor> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http2()
-            .max_concurrent_streams(self.config.server.max_concurrent_streams)
-            .initial_stream_window_size(1024 * 1024)
-            .initial_connection_window_size(8 * 1024 * 1024)
-            .max_send_buf_size(1024 * 1024);
-        builder
+    fn h2_settings(&self) -> h2::server::Settings {
+        h2::server::Settings {
+            max_concurrent_streams: self.config.server.max_concurrent_streams,
+            stream_window: 1024 * 1024,
+            connection_window: 8 * 1024 * 1024,
+            max_header_list: 1024 * 1024,
+        }
     }
 }
 
@@ -115,15 +121,16 @@ impl Server {
 #[derive(Clone)]
 struct Accept {
     dispatch: Dispatch,
-    builder: auto::Builder<TokioExecutor>,
+    h2: h2::server::Settings,
     tls: Option<Arc<TlsTerminator>>,
     metrics: IdentityMetrics,
+    shutdown: Shutdown,
 }
 
 async fn accept_loop(
     listener: TcpListener,
     accept: Accept,
-    graceful: Option<&GracefulShutdown>,
+    open: Option<mpsc::Sender<Infallible>>,
     shutdown: Shutdown,
 ) {
     loop {
@@ -140,9 +147,12 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let watcher = graceful.map(GracefulShutdown::watcher);
+        let open = open.clone();
         let accept = accept.clone();
-        tokio::spawn(async move { accept.connection(stream, peer, watcher).await });
+        tokio::spawn(async move {
+            accept.connection(stream, peer).await;
+            drop(open);
+        });
     }
 }
 
@@ -150,11 +160,10 @@ impl Accept {
     /// Phase 1, accept: the TLS handshake (when configured), then HTTP/2 or HTTP/1.1. A failed
     /// handshake (plain TCP on a TLS port, an untrusted or expired client certificate) ends
     /// only this connection.
-    async fn connection(self, stream: TcpStream, peer: SocketAddr, watcher: Option<Watcher>) {
-        let stream = crate::corked::Corked::new(stream);
+    async fn connection(self, stream: TcpStream, peer: SocketAddr) {
         let Some(tls) = &self.tls else {
             let info = ConnectionInfo::new(peer, false, None);
-            return self.serve(stream, info, watcher).await;
+            return self.serve(stream, info).await;
         };
         let handshake = tls.acceptor().accept(stream);
         match tokio::time::timeout(tls.handshake_timeout(), handshake).await {
@@ -162,7 +171,7 @@ impl Accept {
                 self.metrics.tls_handshakes.with_label_values(&["ok"]).inc();
                 let cert = peer_certificate(stream.get_ref().1).map(Arc::new);
                 let info = ConnectionInfo::new(peer, true, cert);
-                self.serve(stream, info, watcher).await;
+                self.serve(stream, info).await;
             }
             Ok(Err(e)) => {
                 self.metrics
@@ -181,19 +190,42 @@ impl Accept {
         }
     }
 
-    async fn serve<I>(&self, io: I, info: ConnectionInfo, watcher: Option<Watcher>)
+    /// HTTP/2 (told by its preface) goes to keygate's own HTTP/2 server, HTTP/1.1 to hyper's.
+    async fn serve<I>(&self, mut io: I, info: ConnectionInfo)
     where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let peer = info.peer;
-        let service = self.dispatch.for_connection(info);
-        let conn = self
-            .builder
-            .serve_connection(TokioIo::new(io), service)
-            .into_owned();
-        let result = match watcher {
-            Some(w) => w.watch(conn).await,
-            None => conn.await,
+        let preface = h2::frame::PREFACE;
+        let mut first = BytesMut::with_capacity(4096);
+        while first.len() < preface.len() && preface.starts_with(&first) {
+            match io.read_buf(&mut first).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        let handler = self.dispatch.for_connection(info);
+        if first.starts_with(preface) {
+            let drain = self.shutdown.clone();
+            let drain = Box::pin(async move { drain.wait().await });
+            if let Err(e) = h2::server::serve(io, first, self.h2, handler, drain).await {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+            return;
+        }
+        let service = hyper::service::service_fn(move |req: ::http::Request<hyper::body::Incoming>| {
+            let response = handler.handle(req.map(tonic::body::Body::new));
+            async move { Ok::<_, Infallible>(response.await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(Prefixed::new(first, io)), service);
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            () = self.shutdown.wait() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         };
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "client connection ended with an error");

@@ -1,27 +1,32 @@
 //! The KV service's unary calls — Range, Put, DeleteRange, Txn: most of what etcd's clients
-//! send — straight to the service, without tonic's router and codec: the request's one message
-//! is decoded from the collected body, the service is called as tonic calls it (the same
-//! metadata and extensions, so the pipeline cannot tell), and the answer leaves as one DATA
-//! frame and the trailers. Anything unusual (compression, several frames, a message that does
-//! not decode) goes to tonic with the body as it came, so tonic's answers stay the only ones
-//! for it.
+//! send — served from the request the connection collected: its one message decoded, the
+//! service called as tonic calls it (the same metadata and extensions, so the pipeline cannot
+//! tell), and the answer framed as one message. A call whose body is not exactly one
+//! uncompressed message that decodes goes to tonic with the body as it came, so tonic's answers
+//! stay the only ones for it.
 
 use super::grpc::kv::KvService;
 use crate::errors::GatewayError;
 use crate::grpc_frame::{self, declared_len, one_message, PREFIX};
+use crate::h2::server::{Call, Collected, Reply, RequestHead};
+use crate::identity::ConnectionInfo;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body::{Frame, SizeHint};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use futures::future::BoxFuture;
+use http::{HeaderValue, Request};
+use http_body_util::Full;
 use keygate_proto::etcdserverpb::kv_server::Kv;
+use keygate_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest};
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
-use tonic::Status;
+use tonic::{Extensions, Status};
 
+const RANGE: &str = "/etcdserverpb.KV/Range";
+const PUT: &str = "/etcdserverpb.KV/Put";
+const DELETE_RANGE: &str = "/etcdserverpb.KV/DeleteRange";
+const TXN: &str = "/etcdserverpb.KV/Txn";
+
+#[derive(Clone)]
 pub struct DirectKv {
     kv: KvService,
     max_recv: usize,
@@ -35,127 +40,116 @@ impl DirectKv {
         DirectKv { kv, max_recv }
     }
 
-    /// The answer to `req`, or `req` back when it is not a call this path serves.
-    pub async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, NotServed> {
-        let kv = &self.kv;
-        match req.uri().path() {
-            "/etcdserverpb.KV/Range" => self.call(req, |r| kv.range_answer(r)).await,
-            "/etcdserverpb.KV/Put" => self.call(req, |r| kv.put(r)).await,
-            "/etcdserverpb.KV/DeleteRange" => self.call(req, |r| kv.delete_range(r)).await,
-            "/etcdserverpb.KV/Txn" => self.call(req, |r| kv.txn(r)).await,
-            _ => Err(req.map(Body::new)),
-        }
+    /// Whether this path serves the request: a KV unary call, uncompressed.
+    pub fn serves(head: &RequestHead) -> bool {
+        super::dispatch::is_grpc(&head.headers)
+            && !head.headers.contains_key("grpc-encoding")
+            && matches!(head.uri.path(), RANGE | PUT | DELETE_RANGE | TXN)
     }
 
-    async fn call<Req, Resp, F, Fut>(
+    /// How much of a body is collected before the request is refused as too large.
+    pub fn limit(&self) -> usize {
+        self.max_recv.saturating_add(PREFIX)
+    }
+
+    /// The answer to a collected call, or the request back for tonic.
+    pub fn call(
         &self,
-        req: Request<Incoming>,
-        service: F,
-    ) -> Result<Response<Body>, NotServed>
-    where
-        Req: prost::Message + Default,
-        Resp: prost::Message,
-        F: FnOnce(tonic::Request<Req>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
-    {
-        if req.headers().contains_key("grpc-encoding") {
-            return Err(req.map(Body::new));
-        }
-        let (parts, body) = req.into_parts();
-        let bytes = match collect(body, self.max_recv).await {
-            Ok(bytes) => bytes,
-            Err(status) => return Ok(status.into_http()),
-        };
-        let Some(message) = one_message::<Req>(&bytes) else {
-            return Err(Request::from_parts(parts, Body::new(Full::new(bytes))));
-        };
-        let metadata = MetadataMap::from_headers(parts.headers);
-        let request = tonic::Request::from_parts(metadata, parts.extensions, message);
-        Ok(match service(request).await {
-            Ok(response) => respond(response),
-            Err(status) => status.into_http(),
-        })
-    }
-}
-
-/// The whole body, refused as etcd refuses it once its message is over `max_recv`.
-async fn collect(mut body: Incoming, max_recv: usize) -> Result<Bytes, Status> {
-    // Most requests arrive in one DATA frame, kept as it is, without a copy.
-    let mut chunks: Vec<Bytes> = Vec::with_capacity(1);
-    let mut received = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Status::cancelled(format!("reading the request: {e}")))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        received += data.len();
-        chunks.push(data);
-        if received > max_recv.saturating_add(PREFIX) {
-            let head: Vec<u8> = chunks.iter().flatten().take(PREFIX).copied().collect();
-            let size = declared_len(&head).unwrap_or(received - PREFIX);
-            return Err(GatewayError::RequestTooLarge {
-                size,
-                limit: max_recv,
+        head: RequestHead,
+        body: Collected,
+        conn: &ConnectionInfo,
+    ) -> Result<Call, NotServed> {
+        let bytes = match body {
+            Collected::Body(bytes) => bytes,
+            Collected::TooLarge { first, received } => {
+                let size = declared_len(&first).unwrap_or(received.saturating_sub(PREFIX));
+                let status: Status = GatewayError::RequestTooLarge {
+                    size,
+                    limit: self.max_recv,
+                }
+                .into();
+                return Ok(ready(Reply::Status(status)));
             }
-            .into());
+        };
+        let kv = self.kv.clone();
+        match head.uri.path() {
+            RANGE => decoded(head, bytes, conn, |r: &RangeRequest| r.range_end.is_empty())
+                .map(|(r, inline)| call(async move { kv.range_answer(r).await }, inline)),
+            PUT => decoded(head, bytes, conn, |_: &PutRequest| true)
+                .map(|(r, inline)| call(async move { kv.put(r).await }, inline)),
+            DELETE_RANGE => decoded(head, bytes, conn, |_: &DeleteRangeRequest| true)
+                .map(|(r, inline)| call(async move { kv.delete_range(r).await }, inline)),
+            TXN => decoded(head, bytes, conn, |_: &TxnRequest| true)
+                .map(|(r, inline)| call(async move { kv.txn(r).await }, inline)),
+            _ => Err(not_served(head, bytes)),
         }
     }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.swap_remove(0),
-        _ => chunks.concat().into(),
-    })
 }
 
-/// A successful answer: its metadata as headers, its message as one DATA frame, then
-/// `grpc-status: 0`.
-fn respond<M: prost::Message>(response: tonic::Response<M>) -> Response<Body> {
-    let (metadata, message, _) = response.into_parts();
-    let data = match grpc_frame::encode(&message) {
-        Ok(data) => data,
-        Err(status) => return status.into_http(),
+/// The request as the service takes it, and whether it is cheap enough to answer on the
+/// connection's own task (a range over many keys is not: it gets a task of its own).
+fn decoded<T: prost::Message + Default>(
+    head: RequestHead,
+    bytes: Bytes,
+    conn: &ConnectionInfo,
+    cheap: impl Fn(&T) -> bool,
+) -> Result<(tonic::Request<T>, bool), NotServed> {
+    let Some(message) = one_message::<T>(&bytes) else {
+        return Err(not_served(head, bytes));
     };
-    let mut headers = metadata.into_headers();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    let mut trailers = HeaderMap::with_capacity(1);
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    let mut response = Response::new(Body::new(OneMessage {
-        data: Some(data),
-        trailers: Some(trailers),
-    }));
-    *response.headers_mut() = headers;
-    response
+    let inline = cheap(&message);
+    let mut extensions = Extensions::new();
+    extensions.insert(conn.clone());
+    let metadata = MetadataMap::from_headers(head.headers);
+    Ok((
+        tonic::Request::from_parts(metadata, extensions, message),
+        inline,
+    ))
 }
 
-/// A response body of one DATA frame and the trailers.
-struct OneMessage {
-    data: Option<Bytes>,
-    trailers: Option<HeaderMap>,
-}
-
-impl http_body::Body for OneMessage {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        if let Some(data) = self.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+fn call<M, F>(answer: F, inline: bool) -> Call
+where
+    M: prost::Message,
+    F: Future<Output = Result<tonic::Response<M>, Status>> + Send + 'static,
+{
+    let reply: BoxFuture<'static, Reply> = Box::pin(async move {
+        match answer.await {
+            Ok(response) => respond(response),
+            Err(status) => Reply::Status(status),
         }
-        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
-    }
+    });
+    Call { reply, inline }
+}
 
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.trailers.is_none()
+fn ready(reply: Reply) -> Call {
+    Call {
+        reply: Box::pin(std::future::ready(reply)),
+        inline: true,
     }
+}
 
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+fn not_served(head: RequestHead, bytes: Bytes) -> NotServed {
+    let mut request = Request::new(Body::new(Full::new(bytes)));
+    *request.method_mut() = head.method;
+    *request.uri_mut() = head.uri;
+    *request.headers_mut() = head.headers;
+    *request.version_mut() = http::Version::HTTP_2;
+    request
+}
+
+/// A successful answer: its metadata as headers, its message framed.
+fn respond<M: prost::Message>(response: tonic::Response<M>) -> Reply {
+    let (metadata, message, _) = response.into_parts();
+    match grpc_frame::encode(&message) {
+        Ok(framed) => {
+            let mut headers = metadata.into_headers();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            Reply::Grpc { headers, framed }
+        }
+        Err(status) => Reply::Status(status),
     }
 }
 
@@ -163,8 +157,6 @@ impl http_body::Body for OneMessage {
 mod tests {
     use super::*;
     use bytes::{BufMut, BytesMut};
-    use http_body::Body as _;
-    use keygate_proto::etcdserverpb::RangeRequest;
     use prost::Message;
 
     fn framed(flag: u8, message: &[u8], declared: usize) -> Bytes {
@@ -212,35 +204,23 @@ mod tests {
     }
 
     #[test]
-    fn the_answer_is_one_message_and_grpc_status_zero() {
+    fn the_answer_is_one_message_with_grpc_content_type() {
         let response = tonic::Response::new(RangeRequest {
             key: Bytes::from_static(b"answer"),
             ..Default::default()
         });
-        let http = respond(response);
+        let Reply::Grpc { headers, framed } = respond(response) else {
+            panic!("not a gRPC answer");
+        };
         assert_eq!(
-            http.headers()
+            headers
                 .get(http::header::CONTENT_TYPE)
                 .map(|v| v.as_bytes()),
             Some(&b"application/grpc"[..])
         );
-        let mut body = http.into_body();
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        let mut frames = Vec::new();
-        while let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) {
-            frames.push(frame);
-        }
-        assert_eq!(frames.len(), 2);
-        let data = frames[0].data_ref().cloned().unwrap_or_default();
         assert_eq!(
-            one_message::<RangeRequest>(&data).map(|r| r.key),
+            one_message::<RangeRequest>(&framed).map(|r| r.key),
             Some(Bytes::from_static(b"answer"))
-        );
-        let trailers = frames[1].trailers_ref().cloned().unwrap_or_default();
-        assert_eq!(
-            trailers.get("grpc-status").map(|v| v.as_bytes()),
-            Some(&b"0"[..])
         );
     }
 }

@@ -8,7 +8,6 @@ use crate::pipeline::Gateway;
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use std::sync::Arc;
 use tonic::body::Body;
 
@@ -77,7 +76,7 @@ impl V2Proxy {
         V2Proxy { gw, enabled }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
         if !self.enabled {
             return not_found();
         }

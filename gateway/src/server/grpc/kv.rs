@@ -8,6 +8,7 @@ use keygate_proto::etcdserverpb::*;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+#[derive(Clone)]
 pub struct KvService(pub(crate) Arc<Gateway>);
 
 pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> KvServer<KvService> {

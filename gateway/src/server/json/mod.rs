@@ -12,7 +12,6 @@ use crate::identity::ConnectionInfo;
 use crate::pipeline::Gateway;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use tonic::body::Body;
@@ -58,7 +57,7 @@ impl JsonGateway {
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
         let path = req.uri().path();
         let Some(rpc) = PREFIXES.iter().find_map(|p| path.strip_prefix(p)) else {
             return codec::plain_error(StatusCode::NOT_FOUND);
@@ -84,12 +83,12 @@ impl JsonGateway {
 pub struct Call {
     metadata: MetadataMap,
     extensions: Extensions,
-    body: Incoming,
+    body: Body,
     max_recv: usize,
 }
 
 impl Call {
-    fn new(req: Request<Incoming>, max_recv: usize) -> Call {
+    fn new(req: Request<Body>, max_recv: usize) -> Call {
         let (parts, body) = req.into_parts();
         let mut extensions = Extensions::default();
         if let Some(conn) = parts.extensions.get::<ConnectionInfo>() {

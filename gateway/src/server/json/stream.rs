@@ -10,7 +10,6 @@ use futures::stream::{BoxStream, StreamExt};
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -21,7 +20,7 @@ use tonic::Status;
 
 /// Reads JSON values one at a time off a request body as they arrive.
 pub struct JsonValues {
-    body: Incoming,
+    body: Body,
     buf: BytesMut,
     done: bool,
     /// Most bytes one value may take before it is refused.
@@ -29,7 +28,7 @@ pub struct JsonValues {
 }
 
 impl JsonValues {
-    pub fn new(body: Incoming, limit: usize) -> JsonValues {
+    pub fn new(body: Body, limit: usize) -> JsonValues {
         JsonValues {
             body,
             buf: BytesMut::new(),
