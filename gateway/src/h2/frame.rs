@@ -144,7 +144,13 @@ pub fn put_window_update(out: &mut Vec<u8>, stream: u32, increment: u32) {
 
 /// One DATA frame; `data` must fit the peer's frame size.
 pub fn put_data(out: &mut Vec<u8>, stream: u32, data: &[u8], end: bool) {
-    put_head(out, data.len(), DATA, if end { END_STREAM } else { 0 }, stream);
+    put_head(
+        out,
+        data.len(),
+        DATA,
+        if end { END_STREAM } else { 0 },
+        stream,
+    );
     out.extend_from_slice(data);
 }
 
@@ -160,7 +166,11 @@ pub fn put_headers(out: &mut Vec<u8>, stream: u32, block: &[u8], end: bool, max_
     put_head(out, first.len(), HEADERS, flags, stream);
     out.extend_from_slice(first);
     while let Some(chunk) = chunks.next() {
-        let flags = if chunks.peek().is_none() { END_HEADERS } else { 0 };
+        let flags = if chunks.peek().is_none() {
+            END_HEADERS
+        } else {
+            0
+        };
         put_head(out, chunk.len(), CONTINUATION, flags, stream);
         out.extend_from_slice(chunk);
     }

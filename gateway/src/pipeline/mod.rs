@@ -166,9 +166,12 @@ impl Gateway {
             timer, audit, who, ..
         } = admitted;
         timer.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+        if audit.is_none() {
+            return;
+        }
+        // Boxed, so that requests without an auditor do not carry its state.
         let outcome = result.as_ref().map(|r| r.get_ref().revision());
-        self.account(audit, who.as_ref(), decision, outcome, served_by)
-            .await;
+        Box::pin(self.account(audit, who.as_ref(), decision, outcome, served_by)).await;
     }
 
     /// Phases 2 to 5: identify the caller, describe the request, ask the authorizers; a
@@ -197,7 +200,8 @@ impl Gateway {
             return Ok(None);
         };
         let tenant = self.tenants.get(&namespace);
-        let claim = (self.confine(&tenant, method, &what, request.get_mut())).await?;
+        // Boxed, so that requests outside any namespace do not carry its state.
+        let claim = Box::pin(self.confine(&tenant, method, &what, request.get_mut())).await?;
         Ok(Some((tenant, claim)))
     }
 
@@ -324,9 +328,8 @@ impl Gateway {
         served_by: &'static str,
     ) {
         if let (Some(audit), Some(pending)) = (&self.audit, pending) {
-            audit
-                .finish(pending, who, decision, outcome, served_by)
-                .await;
+            // Boxed, so that requests without an auditor do not carry its state.
+            Box::pin(audit.finish(pending, who, decision, outcome, served_by)).await;
         }
     }
 
@@ -384,7 +387,9 @@ impl Gateway {
         loop {
             let attempt =
                 Request::from_parts(metadata.clone(), Extensions::default(), message.clone());
-            let status = match call(member.channel(), attempt).await {
+            // Boxed: an upstream call's state is large, and every request's future would
+            // carry (and move) it, including those the mirror answers.
+            let status = match Box::pin(call(member.channel(), attempt)).await {
                 Ok(response) => {
                     self.pool.record(&member, "ok");
                     self.seen.observe_response(response.get_ref());

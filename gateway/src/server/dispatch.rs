@@ -118,9 +118,9 @@ impl Handler for ForConnection {
     fn collected(&self, head: RequestHead, body: Collected) -> Call {
         let Some(direct) = &self.dispatch.direct else {
             return Call {
-                reply: Box::pin(std::future::ready(Reply::Status(tonic::Status::unimplemented(
-                    "",
-                )))),
+                reply: Box::pin(std::future::ready(Reply::Status(
+                    tonic::Status::unimplemented(""),
+                ))),
                 inline: true,
             };
         };

@@ -213,10 +213,11 @@ impl Accept {
             }
             return;
         }
-        let service = hyper::service::service_fn(move |req: ::http::Request<hyper::body::Incoming>| {
-            let response = handler.handle(req.map(tonic::body::Body::new));
-            async move { Ok::<_, Infallible>(response.await) }
-        });
+        let service =
+            hyper::service::service_fn(move |req: ::http::Request<hyper::body::Incoming>| {
+                let response = handler.handle(req.map(tonic::body::Body::new));
+                async move { Ok::<_, Infallible>(response.await) }
+            });
         let conn = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(Prefixed::new(first, io)), service);
         let mut conn = std::pin::pin!(conn);

@@ -23,7 +23,14 @@ pub struct Decoder {
     /// The largest header list accepted, counted as HPACK counts entries.
     max_list: usize,
     huffman: Vec<u8>,
+    /// Recently decoded Huffman strings. Some clients send the same string as a Huffman
+    /// literal on every request (hyper's never indexes `:path`): it is decoded once.
+    recent: Vec<(Bytes, Bytes)>,
+    next_recent: usize,
 }
+
+/// How many decoded Huffman strings are remembered.
+const RECENT: usize = 8;
 
 impl Decoder {
     pub fn new(max_table: usize, max_list: usize) -> Decoder {
@@ -32,6 +39,8 @@ impl Decoder {
             max_allowed: max_table,
             max_list,
             huffman: Vec::new(),
+            recent: Vec::with_capacity(RECENT),
+            next_recent: 0,
         }
     }
 
@@ -104,7 +113,9 @@ impl Decoder {
             let raw = self.string(block, at)?;
             Name::parse(&raw)
         } else {
-            lookup(&self.table, i).ok_or(bad("name index out of range"))?.0
+            lookup(&self.table, i)
+                .ok_or(bad("name index out of range"))?
+                .0
         };
         let value = self.string(block, at)?;
         Ok((name, value))
@@ -123,9 +134,22 @@ impl Decoder {
         if first & 0x80 == 0 {
             return Ok(raw);
         }
+        if let Some((_, decoded)) = self.recent.iter().find(|(r, _)| *r == raw) {
+            return Ok(decoded.clone());
+        }
         self.huffman.clear();
         huffman::decode(&raw, &mut self.huffman).ok_or(bad("invalid Huffman string"))?;
-        Ok(Bytes::copy_from_slice(&self.huffman))
+        let decoded = Bytes::copy_from_slice(&self.huffman);
+        if raw.len() <= 64 {
+            let entry = (Bytes::copy_from_slice(&raw), decoded.clone());
+            if self.recent.len() < RECENT {
+                self.recent.push(entry);
+            } else {
+                self.recent[self.next_recent] = entry;
+                self.next_recent = (self.next_recent + 1) % RECENT;
+            }
+        }
+        Ok(decoded)
     }
 }
 
@@ -251,11 +275,11 @@ mod tests {
     fn broken_blocks_are_compression_errors() {
         let mut d = Decoder::new(4096, 16 << 10);
         for block in [
-            "be",         // index 62 with an empty dynamic table
-            "80",         // index 0
-            "410f 7777",  // string longer than the block
-            "3fe2 1f",    // size update above the allowed 4096
-            "82 20",      // size update after a field
+            "be",                // index 62 with an empty dynamic table
+            "80",                // index 0
+            "410f 7777",         // string longer than the block
+            "3fe2 1f",           // size update above the allowed 4096
+            "82 20",             // size update after a field
             "ff ff ff ff ff ff", // integer that never ends / overflows
         ] {
             let got = d.decode(&hex(block), |_, _| {});
@@ -271,7 +295,10 @@ mod tests {
         let mut d = Decoder::new(4096, 60);
         // custom-key: custom-value with incremental indexing (54 bytes), then indexed again.
         let block = "400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65be";
-        assert_eq!(d.decode(&hex(block), |_, _| {}), Err(DecodeError::ListTooLarge));
+        assert_eq!(
+            d.decode(&hex(block), |_, _| {}),
+            Err(DecodeError::ListTooLarge)
+        );
         assert_eq!(d.table.len(), 1);
         let mut got = Vec::new();
         d.decode(&hex("be"), |n, _| got.push(n)).expect("decodes");

@@ -51,10 +51,8 @@ impl Encoder {
         if indexable(name, value) && self.table.max_size() > 0 {
             prefixed(out, name_index, name, 6, 0x40);
             string(out, value);
-            self.table.insert(
-                Bytes::copy_from_slice(name),
-                Bytes::copy_from_slice(value),
-            );
+            self.table
+                .insert(Bytes::copy_from_slice(name), Bytes::copy_from_slice(value));
             return;
         }
         prefixed(out, name_index, name, 4, 0x00);
@@ -140,15 +138,21 @@ mod tests {
         let (mut enc, mut dec) = (Encoder::default(), Decoder::new(4096, 1 << 16));
         let head = [(":status", "200"), ("content-type", "application/grpc")];
         let trailers = [("grpc-status", "0")];
-        let first = round_trip(&mut enc, &mut dec, &head) + round_trip(&mut enc, &mut dec, &trailers);
-        let later = round_trip(&mut enc, &mut dec, &head) + round_trip(&mut enc, &mut dec, &trailers);
+        let first =
+            round_trip(&mut enc, &mut dec, &head) + round_trip(&mut enc, &mut dec, &trailers);
+        let later =
+            round_trip(&mut enc, &mut dec, &head) + round_trip(&mut enc, &mut dec, &trailers);
         assert!(first > 20, "{first}");
         assert_eq!(later, 3);
         // Errors and other fields go as literals.
         round_trip(
             &mut enc,
             &mut dec,
-            &[("grpc-status", "9"), ("grpc-message", "etcdserver: no leader"), ("x-big", &"v".repeat(300))],
+            &[
+                ("grpc-status", "9"),
+                ("grpc-message", "etcdserver: no leader"),
+                ("x-big", &"v".repeat(300)),
+            ],
         );
     }
 
@@ -162,7 +166,11 @@ mod tests {
         let mut d0 = Decoder::new(0, 1 << 16);
         let mut e0 = Encoder::default();
         e0.set_peer_max(0);
-        round_trip(&mut e0, &mut d0, &[("grpc-status", "0"), ("content-type", "application/grpc")]);
+        round_trip(
+            &mut e0,
+            &mut d0,
+            &[("grpc-status", "0"), ("content-type", "application/grpc")],
+        );
     }
 
     fn dec_table_len(dec: &Decoder) -> usize {

@@ -252,7 +252,10 @@ mod tests {
     #[test]
     fn static_entries_are_where_the_rfc_puts_them() {
         let t: DynamicTable<Name> = DynamicTable::new(0);
-        assert_eq!(lookup(&t, 2), Some((Name::Method, Bytes::from_static(b"GET"))));
+        assert_eq!(
+            lookup(&t, 2),
+            Some((Name::Method, Bytes::from_static(b"GET")))
+        );
         assert_eq!(lookup(&t, 8).map(|e| e.0), Some(Name::Status));
         assert_eq!(static_name_index(b"content-type"), Some(31));
         assert_eq!(static_field_index(b":status", b"200"), Some(8));

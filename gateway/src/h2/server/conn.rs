@@ -110,7 +110,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         let mut w = Writer::new();
         let mut ours = vec![
             (frame::SETTINGS_INITIAL_WINDOW_SIZE, settings.stream_window),
-            (frame::SETTINGS_MAX_HEADER_LIST_SIZE, settings.max_header_list),
+            (
+                frame::SETTINGS_MAX_HEADER_LIST_SIZE,
+                settings.max_header_list,
+            ),
         ];
         if settings.max_concurrent_streams != u32::MAX {
             ours.push((
@@ -230,7 +233,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         if !self.going_away {
             self.going_away = true;
             let last = self.last_id;
-            self.w.control(|b| frame::put_goaway(b, last, reason, debug));
+            self.w
+                .control(|b| frame::put_goaway(b, last, reason, debug));
         }
     }
 
@@ -307,8 +311,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         if self.unacked >= threshold {
             let n = std::mem::take(&mut self.unacked);
             self.recv_window += n as i64;
-            self.w
-                .control(|b| frame::put_window_update(b, 0, n as u32));
+            self.w.control(|b| frame::put_window_update(b, 0, n as u32));
         }
     }
 

@@ -63,7 +63,10 @@ pub enum Route {
 pub enum Collected {
     Body(Bytes),
     /// Over the limit: the first bytes received, and how many were received in all.
-    TooLarge { first: Bytes, received: usize },
+    TooLarge {
+        first: Bytes,
+        received: usize,
+    },
 }
 
 /// The answer to a collected request.

@@ -58,11 +58,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
     fn frame(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
         if !self.settings_seen && (head.kind != frame::SETTINGS || head.has(frame::ACK)) {
-            return Err(error(Reason::PROTOCOL_ERROR, "the first frame must be SETTINGS"));
+            return Err(error(
+                Reason::PROTOCOL_ERROR,
+                "the first frame must be SETTINGS",
+            ));
         }
         if let Some((id, ..)) = &self.partial {
             if head.kind != frame::CONTINUATION || head.stream != *id {
-                return Err(error(Reason::PROTOCOL_ERROR, "a header block was interrupted"));
+                return Err(error(
+                    Reason::PROTOCOL_ERROR,
+                    "a header block was interrupted",
+                ));
             }
         }
         match head.kind {
@@ -105,7 +111,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         }
         self.recv_window -= head.len as i64;
         if self.recv_window < 0 {
-            return Err(error(Reason::FLOW_CONTROL_ERROR, "connection window exceeded"));
+            return Err(error(
+                Reason::FLOW_CONTROL_ERROR,
+                "connection window exceeded",
+            ));
         }
         let range = frame::unpad(&head, &payload)
             .ok_or_else(|| error(Reason::PROTOCOL_ERROR, "padding longer than the frame"))?;
@@ -198,7 +207,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
     fn on_continuation(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
         let Some((id, end, mut block)) = self.partial.take() else {
-            return Err(error(Reason::PROTOCOL_ERROR, "CONTINUATION without HEADERS"));
+            return Err(error(
+                Reason::PROTOCOL_ERROR,
+                "CONTINUATION without HEADERS",
+            ));
         };
         block.extend_from_slice(&payload);
         if block.len() > self.settings.max_header_list as usize + frame::DEFAULT_MAX_FRAME {
@@ -217,13 +229,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         let oversized = match self.decoder.decode(&block, |n, v| fields.add(n, v)) {
             Ok(()) => false,
             Err(DecodeError::ListTooLarge) => true,
-            Err(DecodeError::Compression(why)) => return Err(error(Reason::COMPRESSION_ERROR, why)),
+            Err(DecodeError::Compression(why)) => {
+                return Err(error(Reason::COMPRESSION_ERROR, why))
+            }
         };
         if self.streams.contains_key(&id) {
             return self.trailers(id, end, fields, oversized);
         }
         if id % 2 == 0 {
-            return Err(error(Reason::PROTOCOL_ERROR, "a client stream with an even id"));
+            return Err(error(
+                Reason::PROTOCOL_ERROR,
+                "a client stream with an even id",
+            ));
         }
         if id <= self.last_id {
             // A stream already closed (answered and reset): nothing to do.
@@ -393,10 +410,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             return Err(error(Reason::PROTOCOL_ERROR, "RST_STREAM on stream 0"));
         }
         if payload.len() != 4 {
-            return Err(error(Reason::FRAME_SIZE_ERROR, "RST_STREAM of the wrong size"));
+            return Err(error(
+                Reason::FRAME_SIZE_ERROR,
+                "RST_STREAM of the wrong size",
+            ));
         }
         if head.stream > self.last_id {
-            return Err(error(Reason::PROTOCOL_ERROR, "RST_STREAM on an idle stream"));
+            return Err(error(
+                Reason::PROTOCOL_ERROR,
+                "RST_STREAM on an idle stream",
+            ));
         }
         let id = head.stream;
         if let Some(stream) = self.streams.get_mut(&id) {
@@ -422,12 +445,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         }
         if head.has(frame::ACK) {
             if !payload.is_empty() {
-                return Err(error(Reason::FRAME_SIZE_ERROR, "SETTINGS ack with a payload"));
+                return Err(error(
+                    Reason::FRAME_SIZE_ERROR,
+                    "SETTINGS ack with a payload",
+                ));
             }
             return Ok(());
         }
         if payload.len() % 6 != 0 {
-            return Err(error(Reason::FRAME_SIZE_ERROR, "SETTINGS of the wrong size"));
+            return Err(error(
+                Reason::FRAME_SIZE_ERROR,
+                "SETTINGS of the wrong size",
+            ));
         }
         for setting in payload.chunks_exact(6) {
             let id = u16::from_be_bytes([setting[0], setting[1]]);
@@ -458,14 +487,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     fn initial_window(&mut self, value: u32) -> Result<(), ConnError> {
         let value = i64::from(value);
         if value > frame::MAX_WINDOW {
-            return Err(error(Reason::FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large"));
+            return Err(error(
+                Reason::FLOW_CONTROL_ERROR,
+                "INITIAL_WINDOW_SIZE too large",
+            ));
         }
         let delta = value - self.peer_window;
         self.peer_window = value;
         for stream in self.streams.values_mut() {
             stream.send_window += delta;
             if stream.send_window > frame::MAX_WINDOW {
-                return Err(error(Reason::FLOW_CONTROL_ERROR, "a stream window overflowed"));
+                return Err(error(
+                    Reason::FLOW_CONTROL_ERROR,
+                    "a stream window overflowed",
+                ));
             }
         }
         if delta > 0 {
@@ -499,13 +534,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             }
             self.w.window += increment;
             if self.w.window > frame::MAX_WINDOW {
-                return Err(error(Reason::FLOW_CONTROL_ERROR, "connection window overflowed"));
+                return Err(error(
+                    Reason::FLOW_CONTROL_ERROR,
+                    "connection window overflowed",
+                ));
             }
             self.ready.extend(self.blocked.drain(..));
             return Ok(());
         }
         if id > self.last_id {
-            return Err(error(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream"));
+            return Err(error(
+                Reason::PROTOCOL_ERROR,
+                "WINDOW_UPDATE on an idle stream",
+            ));
         }
         let Some(stream) = self.streams.get_mut(&id) else {
             return Ok(());

@@ -122,7 +122,10 @@ mod tests {
     fn fields(list: &[(&str, &str)]) -> Fields {
         let mut f = Fields::default();
         for (n, v) in list {
-            f.add(Name::parse(n.as_bytes()), Bytes::copy_from_slice(v.as_bytes()));
+            f.add(
+                Name::parse(n.as_bytes()),
+                Bytes::copy_from_slice(v.as_bytes()),
+            );
         }
         f
     }
@@ -140,17 +143,20 @@ mod tests {
         let head = fields(&GOOD).into_head().expect("well formed");
         assert_eq!(head.method, Method::POST);
         assert_eq!(head.uri.path(), "/etcdserverpb.KV/Range");
-        assert_eq!(head.uri.authority().map(|a| a.as_str()), Some("127.0.0.1:2379"));
+        assert_eq!(
+            head.uri.authority().map(|a| a.as_str()),
+            Some("127.0.0.1:2379")
+        );
         assert_eq!(head.headers.len(), 1);
     }
 
     #[test]
     fn malformed_requests_are_refused() {
         let cases: Vec<Vec<(&str, &str)>> = vec![
-            GOOD[1..].to_vec(),                                  // no :method
-            vec![GOOD[0], GOOD[1], GOOD[3]],                     // no :path
-            [&GOOD[..], &[(":path", "/again")]].concat(),        // pseudo after regular
-            [&GOOD[..2], &GOOD[..]].concat(),                    // repeated
+            GOOD[1..].to_vec(),                           // no :method
+            vec![GOOD[0], GOOD[1], GOOD[3]],              // no :path
+            [&GOOD[..], &[(":path", "/again")]].concat(), // pseudo after regular
+            [&GOOD[..2], &GOOD[..]].concat(),             // repeated
             [&GOOD[..], &[("connection", "close")]].concat(),
             [&GOOD[..], &[("te", "gzip")]].concat(),
             [&GOOD[..], &[("X-Upper", "1")]].concat(),

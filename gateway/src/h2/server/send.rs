@@ -303,7 +303,10 @@ mod tests {
         assert_eq!(out.len(), 13 + 9 + 16_384 + 9 + 3_616 + 13);
         let second = frame::Head::parse(&out[13 + 9 + 16_384..]).expect("head");
         assert_eq!((second.len, second.flags), (3_616, frame::END_STREAM));
-        assert_eq!(&out[out.len() - 13..out.len() - 9], &[0, 0, 4, frame::RST_STREAM]);
+        assert_eq!(
+            &out[out.len() - 13..out.len() - 9],
+            &[0, 0, 4, frame::RST_STREAM]
+        );
     }
 
     #[test]
