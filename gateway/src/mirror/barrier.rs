@@ -8,7 +8,7 @@
 use crate::metrics::MirrorMetrics;
 use crate::upstream::Pool;
 use bytes::Bytes;
-use keygate_proto::etcdserverpb::{kv_client::KvClient, RangeRequest};
+use keygate_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -117,7 +117,13 @@ impl Barrier {
         let mut member = self.pool.pick().ok()?;
         let mut tried = Vec::new();
         loop {
-            match KvClient::new(member.channel()).range(probe.clone()).await {
+            let request = tonic::Request::new(probe.clone());
+            let call = crate::upstream::unary::<_, RangeResponse>(
+                member.channel(),
+                crate::method::RANGE.path,
+                request,
+            );
+            match call.await {
                 Ok(resp) => return resp.into_inner().header.map(|h| h.revision),
                 Err(status) => {
                     self.pool.note_failure(&member, &status);

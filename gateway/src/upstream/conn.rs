@@ -1,9 +1,10 @@
-//! A request connection to a member: one HTTP/2 connection, dialled when a request first needs
-//! it and again after it closes, that each request uses directly. (tonic's `Channel` puts a
-//! buffer task between every request and its connection: two more task wake-ups and a few
-//! boxed layers per request, on the path every forwarded request takes.)
+//! A request connection to a member, dialled when a request first needs it and again after it
+//! closes. Forwarded unary calls — the path most requests take — go on keygate's own HTTP/2
+//! client (`h2::client`), which writes every queued call in one go; streams (watches,
+//! keep-alives, snapshots) and tonic's clients go on a hyper HTTP/2 connection beside it.
 
 use crate::corked::Corked;
+use crate::h2::client::{self, CallError, Client, UnaryRequest, UnaryResponse};
 use crate::tls::UpstreamTls;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
@@ -52,6 +53,10 @@ struct Inner {
     current: Mutex<Option<SendRequest<Body>>>,
     /// Held while dialling, so that requests that arrive meanwhile wait for that one dial.
     dialling: tokio::sync::Mutex<()>,
+    /// keygate's own client for unary calls, and its dial.
+    unary: Mutex<Option<Client>>,
+    unary_dialling: tokio::sync::Mutex<()>,
+    unary_settings: client::Settings,
 }
 
 impl Conn {
@@ -89,6 +94,14 @@ impl Conn {
                 dial_timeout: settings.dial_timeout,
                 current: Mutex::new(None),
                 dialling: tokio::sync::Mutex::new(()),
+                unary: Mutex::new(None),
+                unary_dialling: tokio::sync::Mutex::new(()),
+                unary_settings: client::Settings {
+                    stream_window: settings.stream_window,
+                    connection_window: settings.connection_window,
+                    keep_alive_interval: settings.keep_alive_interval,
+                    keep_alive_timeout: settings.keep_alive_timeout,
+                },
             }),
         })
     }
@@ -96,6 +109,16 @@ impl Conn {
     /// Sends `request` (its URI a path) to the member, dialling first when needed.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, BoxError> {
         self.inner.send(request).await
+    }
+
+    /// One unary call on keygate's own client, dialling first when needed. A call refused
+    /// because the connection had just closed is sent once more on a fresh one.
+    pub async fn unary(&self, request: UnaryRequest) -> Result<UnaryResponse, CallError> {
+        let client = self.inner.unary_client().await?;
+        if !client.is_closed() {
+            return client.call(request).await;
+        }
+        self.inner.unary_client().await?.call(request).await
     }
 }
 
@@ -151,6 +174,57 @@ impl Inner {
             .path_and_query(path)
             .build()?;
         Ok(())
+    }
+
+    /// The open unary client, dialling first when there is none or it has closed. A dial
+    /// that fails left nothing sent.
+    async fn unary_client(&self) -> Result<Client, CallError> {
+        if let Some(client) = self.open_unary() {
+            return Ok(client);
+        }
+        let _dialling = self.unary_dialling.lock().await;
+        if let Some(client) = self.open_unary() {
+            return Ok(client);
+        }
+        let not_sent = |e: BoxError| CallError::NotSent(format!("tcp connect error: {e}"));
+        let client = match tokio::time::timeout(self.dial_timeout, self.dial_unary()).await {
+            Ok(result) => result.map_err(not_sent)?,
+            Err(_) => return Err(not_sent("connect timed out".into())),
+        };
+        *self.unary.lock().unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
+        Ok(client)
+    }
+
+    fn open_unary(&self) -> Option<Client> {
+        let current = self.unary.lock().unwrap_or_else(PoisonError::into_inner);
+        current.as_ref().filter(|c| !c.is_closed()).cloned()
+    }
+
+    async fn dial_unary(&self) -> Result<Client, BoxError> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
+        tcp.set_nodelay(true)?;
+        let (scheme, authority) = (self.scheme.as_str(), self.authority.as_str());
+        let member = format!("{scheme}://{authority}");
+        let client = match &self.tls {
+            None => {
+                let (client, driver) = Client::new(tcp, self.unary_settings, scheme, authority);
+                tokio::spawn(async move {
+                    driver.await;
+                    tracing::debug!(%member, "unary connection ended");
+                });
+                client
+            }
+            Some((connector, name)) => {
+                let tls = connector.connect(name.clone(), tcp).await?;
+                let (client, driver) = Client::new(tls, self.unary_settings, scheme, authority);
+                tokio::spawn(async move {
+                    driver.await;
+                    tracing::debug!(%member, "unary connection ended");
+                });
+                client
+            }
+        };
+        Ok(client)
     }
 
     /// The open connection's handle, dialling first when there is none or it has closed.

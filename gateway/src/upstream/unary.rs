@@ -10,14 +10,13 @@
 
 use super::Conn;
 use crate::grpc_frame;
+use crate::h2::client::{CallError, UnaryRequest};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, TE};
-use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use prost::Message;
-use tonic::body::Body;
 use tonic::metadata::MetadataMap;
-use tonic::{Code, Status};
+use tonic::{Code, Extensions, Status};
 
 /// The caller's headers that are not passed on: gRPC's own, set here again, and compression,
 /// which keygate neither asks etcd for nor decodes.
@@ -48,34 +47,43 @@ where
     }
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(TE, HeaderValue::from_static("trailers"));
-    let mut call = Request::new(Body::new(Full::new(grpc_frame::encode(&message)?)));
-    *call.method_mut() = http::Method::POST;
-    *call.uri_mut() = Uri::from_static(path);
-    *call.headers_mut() = headers;
-
-    let (parts, body) = conn
-        .send(call)
-        .await
-        .map_err(Status::from_error)?
-        .into_parts();
+    let call = UnaryRequest {
+        path: Bytes::from_static(path.as_bytes()),
+        headers,
+        body: grpc_frame::encode(&message)?,
+    };
+    let response = conn.unary(call).await.map_err(call_failed)?;
     // etcd answers an error with its status in the headers and no message.
-    if let Some(status) = Status::from_header_map(&parts.headers) {
+    if let Some(status) = Status::from_header_map(&response.headers) {
         if status.code() != Code::Ok {
             return Err(status);
         }
     }
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| Status::from_error(e.into()))?;
-    check_status(body.trailers(), parts.status)?;
-    let message = one_message(&body.to_bytes())?;
-    let metadata = MetadataMap::from_headers(parts.headers);
+    check_status(response.trailers.as_ref(), response.status)?;
+    let message = one_message(&response.body)?;
+    let metadata = MetadataMap::from_headers(response.headers);
     Ok(tonic::Response::from_parts(
         metadata,
         message,
-        parts.extensions,
+        Extensions::new(),
     ))
+}
+
+/// A call that got no answer, as tonic reports a failure of its connection: a call that never
+/// left is a connection error (`errors::retryable` may send even a write elsewhere), one that
+/// may have reached the member a broken connection.
+fn call_failed(e: CallError) -> Status {
+    let message = e.to_string();
+    let source: Box<dyn std::error::Error + Send + Sync> = match e {
+        CallError::NotSent(why) => Box::new(tonic::ConnectError(why.into())),
+        CallError::Failed(why) => Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            why,
+        )),
+    };
+    let mut status = Status::unavailable(message);
+    status.set_source(source.into());
+    status
 }
 
 /// The call's status from its trailers; without one, from the HTTP status as gRPC maps it.

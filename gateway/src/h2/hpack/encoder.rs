@@ -1,7 +1,8 @@
 //! The HPACK encoder for what keygate sends: a few fields repeat on every response of a
-//! connection (`:status 200`, `content-type: application/grpc`, `grpc-status: 0`), so those
-//! are indexed once and sent as one byte after; everything else goes as a plain literal,
-//! without indexing, so the table only ever holds the repeating fields.
+//! connection (`:status 200`, `content-type: application/grpc`, `grpc-status: 0`) or every
+//! request to a member (`:path`, `:authority`), so those are indexed once and sent as a byte
+//! or two after; everything else goes as a plain literal, without indexing, so the table only
+//! ever holds the repeating fields.
 
 use super::table::{static_field_index, static_name_index, DynamicTable, STATIC_LEN};
 use bytes::{BufMut, Bytes};
@@ -67,10 +68,18 @@ impl Encoder {
     }
 }
 
-/// Fields worth a place in the table: the ones that repeat on every response.
+/// Fields worth a place in the table: the ones that repeat on every response, or on every
+/// request of a connection to a member. Credentials (`token`, `authorization`) never are.
 fn indexable(name: &[u8], value: &[u8]) -> bool {
     match name {
-        b"content-type" | b"grpc-encoding" | b"grpc-accept-encoding" => true,
+        b"content-type"
+        | b"grpc-encoding"
+        | b"grpc-accept-encoding"
+        | b":path"
+        | b":authority"
+        | b"te"
+        | b"hasleader"
+        | b"user-agent" => true,
         b"grpc-status" => value == b"0",
         _ => false,
     }

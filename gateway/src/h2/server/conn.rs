@@ -2,12 +2,13 @@
 //! answers worked out on the connection's own task, takes what the streams' tasks have posted,
 //! sends what flow control allows and writes it all out together.
 
-use super::send::{Sent, Writer, HIGH_WATER, SLICES};
+use super::send::{send_queue, Sent};
 use super::shared::{Event, Mailbox};
 use super::stream::{State, Stream};
 use super::{Handler, Reply, Settings};
 use crate::h2::frame::{self, Reason};
 use crate::h2::hpack::Decoder;
+use crate::h2::writer::{Writer, HIGH_WATER, SLICES};
 use bytes::BytesMut;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -273,12 +274,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 continue;
             };
             let sent = match &mut stream.state {
-                State::Replying(q) => self.w.send_queue(id, &mut stream.send_window, q),
+                State::Replying(q) => send_queue(&mut self.w, id, &mut stream.send_window, q),
                 State::Bridged { outbox, .. } => {
                     let outbox = outbox.clone();
                     let mut q = outbox.lock();
                     q.notified = false;
-                    self.w.send_queue(id, &mut stream.send_window, &mut q)
+                    send_queue(&mut self.w, id, &mut stream.send_window, &mut q)
                 }
                 _ => Sent::Drained,
             };

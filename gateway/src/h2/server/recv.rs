@@ -5,12 +5,13 @@
 use super::bridge::drive;
 use super::conn::{release, Conn, ConnError};
 use super::request::Fields;
-use super::send::{Sent, Writer, HIGH_WATER};
+use super::send::{send_queue, Sent};
 use super::shared::{Event, Inbox, Mailbox, Out, OutQueue, Outbox, RequestBody};
 use super::stream::{Collecting, State, Stream};
 use super::{Call, Collected, Reply, Route};
 use crate::h2::frame::{self, Head, Reason, HEAD_LEN, PREFACE};
 use crate::h2::hpack::DecodeError;
+use crate::h2::writer::{Writer, HIGH_WATER};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use std::sync::Arc;
@@ -609,7 +610,7 @@ pub(super) fn answer(
                 end: false,
             });
             q.push(Out::GrpcOk);
-            let sent = w.send_queue(id, &mut stream.send_window, &mut q);
+            let sent = send_queue(w, id, &mut stream.send_window, &mut q);
             stream.state = State::Replying(q);
             sent
         }

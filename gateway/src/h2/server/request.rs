@@ -4,6 +4,7 @@
 
 use super::RequestHead;
 use crate::h2::hpack::Name;
+use crate::h2::writer::is_connection_specific;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -104,15 +105,6 @@ impl Fields {
         }
         Ok(self.headers)
     }
-}
-
-/// Headers HTTP/2 forbids (RFC 9113, 8.2.2); keygate leaves them out of what it sends too.
-pub fn is_connection_specific(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
 }
 
 #[cfg(test)]
