@@ -29,11 +29,15 @@ pub struct Method {
     pub kind: Kind,
     /// Changes nothing in etcd: safe to send again to another member.
     pub read_only: bool,
+    /// Its place in `ALL`.
+    pub index: usize,
 }
 
 macro_rules! methods {
     ($($ident:ident = $service:literal / $name:literal, $kind:ident, $ro:literal;)*) => {
-        $(pub static $ident: Method = Method { service: $service, name: $name, path: concat!("/", $service, "/", $name), kind: Kind::$kind, read_only: $ro };)*
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        enum Index { $($ident),* }
+        $(pub static $ident: Method = Method { service: $service, name: $name, path: concat!("/", $service, "/", $name), kind: Kind::$kind, read_only: $ro, index: Index::$ident as usize };)*
         /// Every method keygate serves.
         pub static ALL: &[&Method] = &[$(&$ident),*];
     };
@@ -115,6 +119,13 @@ pub fn unknown(path: &str) -> Option<crate::errors::GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_method_knows_its_place() {
+        for (i, m) in ALL.iter().enumerate() {
+            assert_eq!(m.index, i, "{}", m.path);
+        }
+    }
 
     #[test]
     fn unknown_paths_are_named_like_grpc_go() {

@@ -45,6 +45,12 @@ pub enum Sent {
     Full,
 }
 
+impl Default for Writer {
+    fn default() -> Self {
+        Writer::new()
+    }
+}
+
 impl Writer {
     pub fn new() -> Writer {
         Writer {

@@ -1,18 +1,37 @@
 //! gRPC server metrics named and labelled as etcd's go-grpc-prometheus exposes them, so
 //! existing etcd dashboards work unchanged against keygate.
 
-use crate::method::Method;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use crate::method::{Method, ALL};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 #[derive(Clone)]
 pub struct GrpcMetrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     started: IntCounterVec,
     handled: IntCounterVec,
     seconds: HistogramVec,
     msg_received: IntCounterVec,
     msg_sent: IntCounterVec,
+    /// Each method's series, looked up by label once rather than on every request.
+    by_method: Vec<MethodSeries>,
 }
+
+#[derive(Default)]
+struct MethodSeries {
+    started: OnceLock<IntCounter>,
+    seconds: OnceLock<Histogram>,
+    handled: [OnceLock<IntCounter>; CODES],
+}
+
+/// gRPC's status codes, 0 to 16.
+const CODES: usize = 17;
 
 const LABELS: [&str; 3] = ["grpc_type", "grpc_service", "grpc_method"];
 
@@ -33,7 +52,7 @@ impl GrpcMetrics {
             &LABELS,
         )?;
         r.register(Box::new(seconds.clone()))?;
-        Ok(Self {
+        let inner = Inner {
             started: counter(
                 "grpc_server_started_total",
                 "Total number of RPCs started on the server.",
@@ -55,13 +74,27 @@ impl GrpcMetrics {
                 "Total number of gRPC stream messages sent by the server.",
                 &LABELS,
             )?,
+            by_method: ALL.iter().map(|_| MethodSeries::default()).collect(),
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
         })
+    }
+
+    fn series(&self, m: &'static Method) -> Option<&MethodSeries> {
+        self.inner.by_method.get(m.index)
     }
 
     /// Counts the start of an RPC and returns the timer that records its end.
     pub fn start(&self, m: &'static Method) -> RpcTimer {
         let labels = [m.kind.label(), m.service, m.name];
-        self.started.with_label_values(&labels).inc();
+        match self.series(m) {
+            Some(series) => series
+                .started
+                .get_or_init(|| self.inner.started.with_label_values(&labels))
+                .inc(),
+            None => self.inner.started.with_label_values(&labels).inc(),
+        }
         RpcTimer {
             metrics: self.clone(),
             method: m,
@@ -70,13 +103,15 @@ impl GrpcMetrics {
     }
 
     pub fn message_received(&self, m: &'static Method) {
-        self.msg_received
+        self.inner
+            .msg_received
             .with_label_values(&[m.kind.label(), m.service, m.name])
             .inc();
     }
 
     pub fn message_sent(&self, m: &'static Method) {
-        self.msg_sent
+        self.inner
+            .msg_sent
             .with_label_values(&[m.kind.label(), m.service, m.name])
             .inc();
     }
@@ -92,15 +127,31 @@ pub struct RpcTimer {
 impl RpcTimer {
     pub fn finish(self, code: tonic::Code) {
         let m = self.method;
-        let code = code_name(code);
-        self.metrics
-            .handled
-            .with_label_values(&[m.kind.label(), m.service, m.name, code])
-            .inc();
-        self.metrics
-            .seconds
-            .with_label_values(&[m.kind.label(), m.service, m.name])
-            .observe(self.start.elapsed().as_secs_f64());
+        let inner = &self.metrics.inner;
+        let labels = [m.kind.label(), m.service, m.name];
+        let handled = |c: tonic::Code| {
+            inner
+                .handled
+                .with_label_values(&[labels[0], labels[1], labels[2], code_name(c)])
+        };
+        let seconds = self.start.elapsed().as_secs_f64();
+        match self.metrics.series(m) {
+            Some(series) => {
+                let slot = series.handled.get(code as usize);
+                match slot {
+                    Some(slot) => slot.get_or_init(|| handled(code)).inc(),
+                    None => handled(code).inc(),
+                }
+                series
+                    .seconds
+                    .get_or_init(|| inner.seconds.with_label_values(&labels))
+                    .observe(seconds);
+            }
+            None => {
+                handled(code).inc();
+                inner.seconds.with_label_values(&labels).observe(seconds);
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! keygate_mirror_*: the read mirror's state and how reads were served.
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::sync::{Arc, OnceLock};
 
 #[derive(Clone)]
 pub struct MirrorMetrics {
@@ -24,6 +25,8 @@ pub struct MirrorMetrics {
     pub list_cache_bytes: IntGauge,
     /// The oldest revision a watch can start from on the hub.
     pub window_oldest: IntGauge,
+    /// `reads` for the mirror's own answers (serializable, linearizable), looked up once.
+    served: Arc<[OnceLock<IntCounter>; 2]>,
 }
 
 impl MirrorMetrics {
@@ -108,6 +111,19 @@ impl MirrorMetrics {
                 "keygate_mirror_list_cache_bytes",
                 "Bytes of encoded LIST answers cached (approximate).",
             )?,
+            served: Arc::default(),
         })
+    }
+
+    /// Counts a Range the mirror answered itself.
+    pub fn served(&self, serializable: bool) {
+        let consistency = if serializable {
+            "serializable"
+        } else {
+            "linearizable"
+        };
+        self.served[usize::from(!serializable)]
+            .get_or_init(|| self.reads.with_label_values(&[consistency, "mirror", ""]))
+            .inc();
     }
 }

@@ -290,11 +290,7 @@ impl Gateway {
         };
         let result = match self.read_from_mirror(&request, encoded).await {
             Ok(response) => {
-                self.metrics
-                    .mirror
-                    .reads
-                    .with_label_values(&[consistency, "mirror", ""])
-                    .inc();
+                self.metrics.mirror.served(request.get_ref().serializable);
                 served_by = "mirror";
                 Ok(Response::new(response))
             }

@@ -127,7 +127,7 @@ impl Handler for ForConnection {
         match direct.call(head, body, &self.info) {
             Ok(call) => call,
             Err(not_served) => {
-                let response = self.handle(not_served);
+                let response = self.handle(*not_served);
                 Call {
                     reply: Box::pin(async move { Reply::Http(response.await) }),
                     inline: false,

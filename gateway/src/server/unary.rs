@@ -6,16 +6,22 @@
 //! stay the only ones for it.
 
 use super::grpc::kv::KvService;
+use crate::describe::Describe;
 use crate::errors::GatewayError;
 use crate::grpc_frame::{self, declared_len, one_message, PREFIX};
 use crate::h2::server::{Call, Collected, Reply, RequestHead};
 use crate::identity::ConnectionInfo;
+use crate::method::{self, Method};
+use crate::namespace::{Confine, Strip};
+use crate::revision::Revisioned;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request};
 use http_body_util::Full;
-use keygate_proto::etcdserverpb::kv_server::Kv;
-use keygate_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest};
+use keygate_proto::etcdserverpb::{
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, TxnRequest,
+    TxnResponse,
+};
 use std::future::Future;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
@@ -33,7 +39,7 @@ pub struct DirectKv {
 }
 
 /// A call this path does not serve: the request back, for tonic.
-pub type NotServed = Request<Body>;
+pub type NotServed = Box<Request<Body>>;
 
 impl DirectKv {
     pub fn new(kv: KvService, max_recv: usize) -> Self {
@@ -75,15 +81,45 @@ impl DirectKv {
         match head.uri.path() {
             RANGE => decoded(head, bytes, conn, |r: &RangeRequest| r.range_end.is_empty())
                 .map(|(r, inline)| call(async move { kv.range_answer(r).await }, inline)),
-            PUT => decoded(head, bytes, conn, |_: &PutRequest| true)
-                .map(|(r, inline)| call(async move { kv.put(r).await }, inline)),
-            DELETE_RANGE => decoded(head, bytes, conn, |_: &DeleteRangeRequest| true)
-                .map(|(r, inline)| call(async move { kv.delete_range(r).await }, inline)),
-            TXN => decoded(head, bytes, conn, |_: &TxnRequest| true)
-                .map(|(r, inline)| call(async move { kv.txn(r).await }, inline)),
+            PUT => decoded(head, bytes, conn, |_: &PutRequest| true).map(|(r, inline)| {
+                call(
+                    async move { forward::<_, PutResponse>(&kv, &method::PUT, r).await },
+                    inline,
+                )
+            }),
+            DELETE_RANGE => {
+                decoded(head, bytes, conn, |_: &DeleteRangeRequest| true).map(|(r, inline)| {
+                    let m = &method::DELETE_RANGE;
+                    call(
+                        async move { forward::<_, DeleteRangeResponse>(&kv, m, r).await },
+                        inline,
+                    )
+                })
+            }
+            TXN => decoded(head, bytes, conn, |_: &TxnRequest| true).map(|(r, inline)| {
+                call(
+                    async move { forward::<_, TxnResponse>(&kv, &method::TXN, r).await },
+                    inline,
+                )
+            }),
             _ => Err(not_served(head, bytes)),
         }
     }
+}
+
+/// A write forwarded through the request path, as the KV service forwards it (without the
+/// service trait's boxing: the answer's future is boxed once, by `call`).
+async fn forward<Req, Resp>(
+    kv: &KvService,
+    m: &'static Method,
+    request: tonic::Request<Req>,
+) -> Result<tonic::Response<Resp>, Status>
+where
+    Req: Clone + Describe + Confine + prost::Message,
+    Resp: Revisioned + Strip + prost::Message + Default,
+{
+    let call = |conn, request| crate::upstream::unary(conn, m.path, request);
+    kv.0.unary(m, request, call).await
 }
 
 /// The request as the service takes it, and whether it is cheap enough to answer on the
@@ -134,7 +170,7 @@ fn not_served(head: RequestHead, bytes: Bytes) -> NotServed {
     *request.uri_mut() = head.uri;
     *request.headers_mut() = head.headers;
     *request.version_mut() = http::Version::HTTP_2;
-    request
+    Box::new(request)
 }
 
 /// A successful answer: its metadata as headers, its message framed.

@@ -19,6 +19,8 @@ pub struct RunInfo {
     pub members: usize,
     pub clients: usize,
     pub conns: usize,
+    /// Which client the request modes used.
+    pub client: &'static str,
     pub duration: f64,
     pub warmup: f64,
 }
@@ -42,8 +44,8 @@ pub fn markdown(info: &RunInfo, reports: &[ModeReport], targets: &[TargetRow]) -
     );
     let _ = writeln!(
         out,
-        "- {} clients over {} HTTP/2 connections per target; {:.0} s warm-up, then {:.0} s measured per mode and target; targets run one after another against the same cluster",
-        info.clients, info.conns, info.warmup, info.duration
+        "- {} clients over {} HTTP/2 connections per target ({}); {:.0} s warm-up, then {:.0} s measured per mode and target; targets run one after another against the same cluster",
+        info.clients, info.conns, info.client, info.warmup, info.duration
     );
     let _ = writeln!(
         out,

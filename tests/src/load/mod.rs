@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod fanout;
 mod handshake;
 pub mod issue_targets;
+pub mod lean;
 pub mod markdown;
 pub mod report;
 mod target;
@@ -28,6 +29,13 @@ use report::{Measure, ModeReport};
 use target::{connect, start_target};
 use window::{run_closed, run_watch};
 use workload::{Data, Op};
+
+impl Options {
+    /// The request modes use the lean client (it speaks plain text only).
+    pub fn lean_client(&self) -> bool {
+        self.client == "lean" && !self.tls
+    }
+}
 
 /// Every mode, in run order.
 pub const ALL_MODES: &[&str] = &[
@@ -113,6 +121,10 @@ pub struct Options {
     /// generator connects over TLS presenting a client certificate.
     #[arg(long)]
     pub tls: bool,
+    /// The request modes' client: `lean` (keygate's own HTTP/2 client, requests encoded once:
+    /// the default in plain text) or `tonic` (tonic's generated client; always with --tls).
+    #[arg(long, default_value = "lean")]
+    pub client: String,
     /// Concurrent connect-request-close loops in handshakes mode.
     #[arg(long, default_value_t = 8)]
     pub handshake_loops: usize,
@@ -148,6 +160,9 @@ pub fn main() -> Result<()> {
     }
     if opts.clients == 0 || opts.conns == 0 || opts.keys == 0 {
         bail!("--clients, --conns and --keys must be positive");
+    }
+    if !matches!(opts.client.as_str(), "lean" | "tonic") {
+        bail!("--client must be lean or tonic, not {}", opts.client);
     }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = opts.threads {
@@ -278,6 +293,10 @@ async fn run(opts: Options) -> Result<()> {
         members: opts.members,
         clients: opts.clients,
         conns: opts.conns,
+        client: match opts.lean_client() {
+            true => "lean client: keygate's HTTP/2 client, requests encoded once",
+            false => "tonic's client",
+        },
         duration: opts.duration,
         warmup: opts.warmup,
     };

@@ -11,9 +11,10 @@ use keygate_proto::etcdserverpb::kv_client::KvClient;
 use keygate_proto::etcdserverpb::{PutRequest, RangeRequest};
 use tonic::transport::Channel;
 
+use super::lean::Lean;
 use super::report::{self, Measure};
 use super::target::{connect_all, kv_client, CpuSample, Target};
-use super::workload::{self, Data, Op, KEY_PREFIX, MEASURE, STOP, WATCH_KEY};
+use super::workload::{self, Conn, Data, Op, KEY_PREFIX, MEASURE, STOP, WATCH_KEY};
 use super::{cpu, fanout, Options};
 use crate::watch::prefix_end;
 
@@ -25,11 +26,23 @@ pub(super) async fn run_closed(
     ticks: f64,
 ) -> Result<Measure> {
     let channels = connect_all(target, opts.conns).await?;
+    let conns: Vec<Conn> = match opts.lean_client() {
+        true => {
+            let mut lean = Vec::with_capacity(opts.conns);
+            for i in 0..opts.conns {
+                lean.push(Conn::Lean(
+                    Lean::connect(&target.endpoints[i % target.endpoints.len()]).await?,
+                ));
+            }
+            lean
+        }
+        false => channels.iter().map(|c| Conn::Tonic(kv_client(c))).collect(),
+    };
     let phase = Arc::new(AtomicU8::new(workload::WARMUP));
     let mut tasks = Vec::with_capacity(opts.clients);
     for i in 0..opts.clients {
         tasks.push(tokio::spawn(workload::client_task(
-            kv_client(&channels[i % channels.len()]),
+            conns[i % conns.len()].clone(),
             op,
             data.clone(),
             phase.clone(),

@@ -441,7 +441,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
         if head.has(frame::ACK) {
             return Ok(());
         }
-        if payload.len() % 6 != 0 {
+        if !payload.len().is_multiple_of(6) {
             return Err(self.protocol(Reason::FRAME_SIZE_ERROR, "SETTINGS of the wrong size"));
         }
         for setting in payload.chunks_exact(6) {

@@ -44,7 +44,16 @@ impl Encoder {
 
     /// Encodes one field of the block begun with `begin`.
     pub fn field(&mut self, name: &[u8], value: &[u8], out: &mut Vec<u8>) {
-        if let Some(i) = static_field_index(name, value).or_else(|| self.dynamic(name, value)) {
+        // Only these names have values in the static table.
+        let static_value = matches!(
+            name,
+            b":status" | b":method" | b":path" | b":scheme" | b"accept-encoding"
+        );
+        let full = match static_value {
+            true => static_field_index(name, value),
+            false => None,
+        };
+        if let Some(i) = full.or_else(|| self.dynamic(name, value)) {
             integer(out, i, 7, 0x80);
             return;
         }

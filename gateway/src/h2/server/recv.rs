@@ -237,7 +237,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         if self.streams.contains_key(&id) {
             return self.trailers(id, end, fields, oversized);
         }
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             return Err(error(
                 Reason::PROTOCOL_ERROR,
                 "a client stream with an even id",
@@ -453,7 +453,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             }
             return Ok(());
         }
-        if payload.len() % 6 != 0 {
+        if !payload.len().is_multiple_of(6) {
             return Err(error(
                 Reason::FRAME_SIZE_ERROR,
                 "SETTINGS of the wrong size",
