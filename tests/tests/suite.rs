@@ -20,6 +20,7 @@ mod grpc_differential_random;
 mod grpc_differential_txn;
 mod grpc_health;
 mod harness;
+mod http2;
 mod identity;
 mod json_clients;
 mod json_gateway;

@@ -80,6 +80,10 @@ pub struct Conn<IO> {
     pub(super) partial: Option<(u32, bool, BytesMut)>,
     pub(super) preface_done: bool,
     pub(super) settings_seen: bool,
+    /// Bytes read before the connection began wait in `rbuf`.
+    preread: bool,
+    /// The write side is shut (a failed connection closing).
+    write_shut: bool,
     pub(super) inline: FuturesUnordered<Tagged>,
     /// Streams that may have frames to send.
     pub(super) ready: VecDeque<u32>,
@@ -147,6 +151,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             partial: None,
             preface_done: false,
             settings_seen: false,
+            preread: true,
+            write_shut: false,
             inline: FuturesUnordered::new(),
             ready: VecDeque::new(),
             blocked: Vec::new(),
@@ -168,6 +174,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 self.go_away(Reason::NO_ERROR, b"");
                 moved = true;
             }
+        }
+        if self.preread {
+            // What was read before this connection began (the preface, and whatever came
+            // with it) is handled before waiting for more.
+            self.preread = false;
+            self.frames()?;
+            moved = true;
         }
         if !self.read_closed && self.w.len < HIGH_WATER {
             self.rbuf.reserve(16 * 1024);
@@ -365,20 +378,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Conn<IO> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if this.failed.is_some() {
-            let timed_out = match &mut this.failed {
-                Some((_, grace)) => grace.as_mut().poll(cx).is_ready(),
-                None => true,
-            };
-            let flushed = match this.write(cx) {
-                Ok(_) => this.w.len == 0,
-                Err(_) => true,
-            };
-            if timed_out || flushed {
-                if let Some((e, _)) = this.failed.take() {
-                    return Poll::Ready(Err(e));
-                }
-            }
-            return Poll::Pending;
+            return this.poll_close(cx);
         }
         this.mailbox.register(cx.waker());
         for _ in 0..ROUNDS {
@@ -402,6 +402,54 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Conn<IO> {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
+    /// A failed connection closes gracefully: its GOAWAY is written, its write side shut, and
+    /// what the client still sends is read and dropped until it closes too (or the grace
+    /// period ends) — closing with unread data would reset the connection, and the client
+    /// could lose the GOAWAY that says why.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        let timed_out = match &mut self.failed {
+            Some((_, grace)) => grace.as_mut().poll(cx).is_ready(),
+            None => true,
+        };
+        let mut done = timed_out;
+        if !done {
+            done = match self.write(cx) {
+                Ok(_) if self.w.len > 0 => false,
+                Ok(_) => self.drain_input(cx),
+                Err(_) => true,
+            };
+        }
+        if !done {
+            return Poll::Pending;
+        }
+        match self.failed.take() {
+            Some((e, _)) => Poll::Ready(Err(e)),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Shuts the write side, then reads and drops input; `true` once the client has closed.
+    fn drain_input(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.write_shut {
+            match Pin::new(&mut self.io).poll_shutdown(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(Err(_)) => return true,
+                Poll::Ready(Ok(())) => self.write_shut = true,
+            }
+        }
+        loop {
+            self.rbuf.clear();
+            self.rbuf.reserve(16 * 1024);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+                Poll::Pending => return false,
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return true,
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
     }
 }
 
