@@ -141,6 +141,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             self.reset(id, Reason::FLOW_CONTROL_ERROR);
             return Ok(());
         }
+        let (padding, window) = (head.len - data.len(), self.settings.stream_window);
+        release(&mut self.w, id, stream, padding, window);
         let end = head.has(frame::END_STREAM);
         stream.remote_done |= end;
         let n = data.len();
