@@ -8,6 +8,7 @@ pub mod describe;
 pub mod errors;
 pub mod grpc_frame;
 pub mod h2;
+pub mod headers;
 pub mod identity;
 pub mod lease;
 pub mod method;

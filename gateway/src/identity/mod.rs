@@ -140,16 +140,16 @@ impl Identifier {
             cert: cert.clone(),
             peer: peer.clone(),
         };
-        let auth = header(headers, "authorization");
+        let auth = header(headers, &http::header::AUTHORIZATION);
         if let Some(token) = auth.as_deref().and_then(strip_bearer) {
             let Some(name) = self.bearer.get(token).cloned() else {
                 return Err(Status::new(Code::Unauthenticated, INVALID_TOKEN));
             };
-            headers.remove("authorization");
+            headers.remove(http::header::AUTHORIZATION);
             return Ok(make(Source::Bearer, name));
         }
         // etcd reads its token from `token`, or from `authorization` (its HTTP gateway).
-        if let Some(token) = header(headers, "token").or(auth) {
+        if let Some(token) = header(headers, &crate::headers::TOKEN).or(auth) {
             let name = self.tokens.user(&token).unwrap_or_default();
             return Ok(make(Source::EtcdToken, name));
         }
@@ -173,7 +173,7 @@ impl Identifier {
     }
 }
 
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+fn header(headers: &HeaderMap, name: &http::HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())

@@ -436,5 +436,6 @@ fn respond<Resp: Strip + Message>(
 /// requests made with etcd credentials go to etcd.
 fn carries_credentials<T>(request: &Request<T>) -> bool {
     let md = request.metadata();
-    md.contains_key("token") || md.contains_key("authorization")
+    let headers = md.as_ref();
+    headers.contains_key(crate::headers::TOKEN) || headers.contains_key(http::header::AUTHORIZATION)
 }

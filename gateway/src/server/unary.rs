@@ -15,7 +15,7 @@ use crate::method::{self, Method};
 use crate::namespace::{Confine, Strip};
 use crate::revision::Revisioned;
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use http::{HeaderValue, Request};
 use http_body_util::Full;
 use keygate_proto::etcdserverpb::{
@@ -49,7 +49,7 @@ impl DirectKv {
     /// Whether this path serves the request: a KV unary call, uncompressed.
     pub fn serves(head: &RequestHead) -> bool {
         super::dispatch::is_grpc(&head.headers)
-            && !head.headers.contains_key("grpc-encoding")
+            && !head.headers.contains_key(crate::headers::GRPC_ENCODING)
             && matches!(head.uri.path(), RANGE | PUT | DELETE_RANGE | TXN)
     }
 
@@ -148,12 +148,12 @@ where
     M: prost::Message,
     F: Future<Output = Result<tonic::Response<M>, Status>> + Send + 'static,
 {
-    let reply: BoxFuture<'static, Reply> = Box::pin(async move {
-        match answer.await {
-            Ok(response) => respond(response),
-            Err(status) => Reply::Status(status),
-        }
-    });
+    // Mapped rather than awaited in an async block, which would move the (large) answer
+    // future once more on its first poll.
+    let reply: BoxFuture<'static, Reply> = Box::pin(answer.map(|answer| match answer {
+        Ok(response) => respond(response),
+        Err(status) => Reply::Status(status),
+    }));
     Call { reply, inline }
 }
 

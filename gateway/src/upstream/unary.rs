@@ -11,23 +11,24 @@
 use super::Conn;
 use crate::grpc_frame;
 use crate::h2::client::{CallError, UnaryRequest};
+use crate::headers;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, TE};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use prost::Message;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Extensions, Status};
 
 /// The caller's headers that are not passed on: gRPC's own, set here again, and compression,
 /// which keygate neither asks etcd for nor decodes.
-const NOT_FORWARDED: [&str; 7] = [
-    "te",
-    "content-type",
-    "grpc-status",
-    "grpc-message",
-    "grpc-message-type",
-    "grpc-encoding",
-    "grpc-accept-encoding",
+const NOT_FORWARDED: [HeaderName; 7] = [
+    TE,
+    CONTENT_TYPE,
+    headers::GRPC_STATUS,
+    headers::GRPC_MESSAGE,
+    headers::GRPC_MESSAGE_TYPE,
+    headers::GRPC_ENCODING,
+    headers::GRPC_ACCEPT_ENCODING,
 ];
 
 /// Calls `path` (`/service/Method`) on `conn` with `request`'s message and metadata.
@@ -42,7 +43,7 @@ where
 {
     let (metadata, _, message) = request.into_parts();
     let mut headers = metadata.into_headers();
-    for name in NOT_FORWARDED {
+    for name in &NOT_FORWARDED {
         headers.remove(name);
     }
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
