@@ -1,7 +1,7 @@
 //! HTTP/2 framing (RFC 9113, section 4 and 6): the 9-byte frame header, the frame types, flags,
 //! error codes and settings keygate uses, and writers for the frames it sends.
 
-use bytes::BufMut;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// The client connection preface.
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -99,6 +99,26 @@ impl Head {
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
+}
+
+/// A frame whose payload is larger than the size both sides allow.
+pub struct TooLarge;
+
+/// Takes the next whole frame off the front of `buf`: `None` while it has not all arrived (room
+/// for the rest is reserved).
+pub fn take(buf: &mut BytesMut) -> Result<Option<(Head, Bytes)>, TooLarge> {
+    let Some(head) = Head::parse(buf) else {
+        return Ok(None);
+    };
+    if head.len > DEFAULT_MAX_FRAME {
+        return Err(TooLarge);
+    }
+    if buf.len() < HEAD_LEN + head.len {
+        buf.reserve(HEAD_LEN + head.len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(HEAD_LEN);
+    Ok(Some((head, buf.split_to(head.len).freeze())))
 }
 
 pub fn put_head(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {

@@ -32,19 +32,6 @@ pub struct Writer {
     pub window: i64,
 }
 
-/// How sending a stream's queue went.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Sent {
-    /// The stream's last frame was sent.
-    Ended,
-    /// Data waits for window.
-    Blocked,
-    /// Everything queued was sent; more may come.
-    Drained,
-    /// The write buffer is full: try again once it has been written.
-    Full,
-}
-
 impl Default for Writer {
     fn default() -> Self {
         Writer::new()

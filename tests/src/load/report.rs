@@ -16,6 +16,11 @@ pub struct WatchCheck {
     pub duplicated: u64,
     pub out_of_order: u64,
     pub canceled: u64,
+    pub watchers: u64,
+    pub streams: u64,
+    /// Resident memory the target's processes grew by while the watchers were created,
+    /// divided by the watchers.
+    pub rss_bytes_per_watcher: f64,
 }
 
 /// One target's figures for one mode.

@@ -244,6 +244,9 @@ pub(super) async fn run_watch(
         duplicated: dup,
         out_of_order: ooo,
         canceled,
+        watchers: opts.watchers as u64,
+        streams: streams as u64,
+        rss_bytes_per_watcher: (rss1 as f64 - rss0 as f64) / opts.watchers.max(1) as f64,
     });
     m.notes = format!(
         "{} puts; {} watchers created in {:.2} s; server RSS {:+.1} MiB after creating them ({:.0} B/watcher); missed {missed}, duplicated {dup}, out of order {ooo}, canceled {canceled}",

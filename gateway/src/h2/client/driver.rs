@@ -3,10 +3,10 @@
 //! settles every call: answered, or failed with whether it may have reached the member.
 
 use super::{lock, CallError, Pending, Settings, Shared, UnaryResponse};
-use crate::h2::frame::{self, Head, Reason, HEAD_LEN};
+use crate::h2::frame::{self, Head, Reason};
 use crate::h2::hpack::{DecodeError, Decoder, Name};
 use crate::h2::writer::{Writer, HIGH_WATER, SLICES};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use std::collections::HashMap;
 use std::future::Future;
@@ -238,16 +238,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     }
 
     fn frames(&mut self) -> Result<(), CallError> {
-        while let Some(head) = Head::parse(&self.rbuf) {
-            if head.len > frame::DEFAULT_MAX_FRAME {
-                return Err(self.protocol(Reason::FRAME_SIZE_ERROR, "frame larger than allowed"));
-            }
-            if self.rbuf.len() < HEAD_LEN + head.len {
-                self.rbuf.reserve(HEAD_LEN + head.len - self.rbuf.len());
+        loop {
+            let next = frame::take(&mut self.rbuf);
+            let Some((head, payload)) = next.map_err(|_| {
+                self.protocol(Reason::FRAME_SIZE_ERROR, "frame larger than allowed")
+            })?
+            else {
                 break;
-            }
-            self.rbuf.advance(HEAD_LEN);
-            let payload = self.rbuf.split_to(head.len).freeze();
+            };
             self.frame(head, payload)?;
         }
         Ok(())

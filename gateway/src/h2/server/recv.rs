@@ -9,7 +9,7 @@ use super::send::{send_queue, Sent};
 use super::shared::{Event, Inbox, Mailbox, Out, OutQueue, Outbox, RequestBody};
 use super::stream::{Collecting, State, Stream};
 use super::{Call, Collected, Reply, Route};
-use crate::h2::frame::{self, Head, Reason, HEAD_LEN, PREFACE};
+use crate::h2::frame::{self, Head, Reason, PREFACE};
 use crate::h2::hpack::DecodeError;
 use crate::h2::writer::{Writer, HIGH_WATER};
 use bytes::{Buf, Bytes, BytesMut};
@@ -42,16 +42,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             self.rbuf.advance(PREFACE.len());
             self.preface_done = true;
         }
-        while let Some(head) = Head::parse(&self.rbuf) {
-            if head.len > frame::DEFAULT_MAX_FRAME {
-                return Err(error(Reason::FRAME_SIZE_ERROR, "frame larger than allowed"));
-            }
-            if self.rbuf.len() < HEAD_LEN + head.len {
-                self.rbuf.reserve(HEAD_LEN + head.len - self.rbuf.len());
-                break;
-            }
-            self.rbuf.advance(HEAD_LEN);
-            let payload = self.rbuf.split_to(head.len).freeze();
+        while let Some((head, payload)) = frame::take(&mut self.rbuf)
+            .map_err(|_| error(Reason::FRAME_SIZE_ERROR, "frame larger than allowed"))?
+        {
             self.frame(head, payload)?;
         }
         Ok(())
