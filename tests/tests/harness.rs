@@ -22,6 +22,21 @@ async fn put(c: &mut Clients, k: &str, v: &str) -> Result<i64> {
     }
 }
 
+/// A linearizable get on a member that has just come back, retried while it learns who leads
+/// (a member paused while it led answers "leader changed" once it resumes).
+async fn get_after_fault(c: &mut Clients, k: &str) -> Result<Option<Bytes>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match get(c, k, false).await {
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("get {k} failed, retrying: {e:#}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            res => return res,
+        }
+    }
+}
+
 async fn put_once(c: &mut Clients, k: &str, v: &str) -> Result<i64> {
     let resp =
         c.kv.put(PutRequest {
@@ -84,7 +99,7 @@ async fn three_members_kill_pause_restart_and_drop() -> Result<()> {
     put(&mut c0, "k", "while-down").await?;
     cluster.restart(2).await?;
     let mut c2 = cluster.clients(2).await?;
-    ensure!(get(&mut c2, "k", false).await? == Some(Bytes::from_static(b"while-down")));
+    ensure!(get_after_fault(&mut c2, "k").await? == Some(Bytes::from_static(b"while-down")));
 
     // A paused member answers nothing; the others keep a quorum.
     cluster.pause(1)?;
@@ -96,7 +111,7 @@ async fn three_members_kill_pause_restart_and_drop() -> Result<()> {
     );
     put(&mut c0, "k", "while-paused").await?;
     cluster.resume(1)?;
-    ensure!(get(&mut c1, "k", false).await? == Some(Bytes::from_static(b"while-paused")));
+    ensure!(get_after_fault(&mut c1, "k").await? == Some(Bytes::from_static(b"while-paused")));
 
     let pids: Vec<u32> = (0..3).filter_map(|i| cluster.pid(i)).collect();
     let dir = cluster.dir().to_path_buf();
