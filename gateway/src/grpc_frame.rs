@@ -18,14 +18,19 @@ pub fn declared_len(bytes: &[u8]) -> Option<usize> {
 
 /// The body's message when it is exactly one uncompressed message that decodes.
 pub fn one_message<M: Message + Default>(bytes: &Bytes) -> Option<M> {
+    let mut message = one_message_bytes(bytes)?;
+    let decoded = M::decode(&mut message).ok()?;
+    (!message.has_remaining()).then_some(decoded)
+}
+
+/// The encoded message of a body that is exactly one uncompressed message.
+pub fn one_message_bytes(bytes: &Bytes) -> Option<Bytes> {
     let (&flag, _) = bytes.split_first()?;
     let len = declared_len(bytes)?;
     if flag != 0 || bytes.len() != PREFIX.checked_add(len)? {
         return None;
     }
-    let mut message = bytes.slice(PREFIX..);
-    let decoded = M::decode(&mut message).ok()?;
-    (!message.has_remaining()).then_some(decoded)
+    Some(bytes.slice(PREFIX..))
 }
 
 /// `message` framed as one uncompressed message.

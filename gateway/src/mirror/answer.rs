@@ -1,11 +1,12 @@
-//! A Range answer as the request path carries it: decoded (from etcd, or to be rewritten for a
-//! tenant), or as the encoded RangeResponse the mirror produced — possibly from its LIST cache —
-//! which goes to the client as it is.
+//! A Range answer as the request path carries it: decoded (to be rewritten for a tenant, or
+//! for a caller that needs the message), or as an encoded RangeResponse — the mirror's,
+//! possibly from its LIST cache, or etcd's own for a forwarded Range — which goes to the
+//! client as it is.
 
 use crate::namespace::{Namespace, Strip};
 use crate::revision::Revisioned;
 use bytes::{Buf, BufMut, Bytes};
-use keygate_proto::etcdserverpb::RangeResponse;
+use keygate_proto::etcdserverpb::{RangeResponse, ResponseHeader};
 use prost::encoding::{DecodeContext, WireType};
 use prost::{DecodeError, Message};
 use tonic::Status;
@@ -26,7 +27,26 @@ impl Default for RangeAnswer {
     }
 }
 
+/// A RangeResponse read for its header alone: the keys that follow are skipped, not decoded.
+#[derive(Clone, PartialEq, Message)]
+struct HeaderOnly {
+    #[prost(message, optional, tag = "1")]
+    header: Option<ResponseHeader>,
+}
+
 impl RangeAnswer {
+    /// An answer etcd encoded, kept as it is; decoded only when it has no header to take the
+    /// revision from.
+    pub fn from_encoded(bytes: Bytes) -> Result<RangeAnswer, DecodeError> {
+        match HeaderOnly::decode(bytes.clone())?.header {
+            Some(header) => Ok(RangeAnswer::Encoded {
+                bytes,
+                revision: header.revision,
+            }),
+            None => Ok(RangeAnswer::Decoded(RangeResponse::decode(bytes)?)),
+        }
+    }
+
     /// The answer as a RangeResponse.
     pub fn decoded(self) -> Result<RangeResponse, Status> {
         match self {
@@ -95,7 +115,6 @@ impl Strip for RangeAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keygate_proto::etcdserverpb::ResponseHeader;
     use keygate_proto::mvccpb::KeyValue;
 
     #[test]
@@ -124,5 +143,44 @@ mod tests {
         assert_eq!(encoded.decoded().expect("decodes"), resp);
         let decoded = RangeAnswer::Decoded(resp);
         assert_eq!(decoded.encode_to_vec(), bytes.to_vec());
+    }
+
+    #[test]
+    fn an_answer_from_etcd_is_kept_as_its_bytes_with_its_header_revision() {
+        let resp = RangeResponse {
+            header: Some(ResponseHeader {
+                revision: 42,
+                ..Default::default()
+            }),
+            kvs: (0..3)
+                .map(|i| KeyValue {
+                    key: Bytes::from(format!("k{i}")),
+                    value: Bytes::from_static(b"v"),
+                    ..Default::default()
+                })
+                .collect(),
+            count: 3,
+            more: true,
+        };
+        let bytes = Bytes::from(resp.encode_to_vec());
+        match RangeAnswer::from_encoded(bytes.clone()).expect("decodes") {
+            RangeAnswer::Encoded {
+                bytes: kept,
+                revision,
+            } => {
+                assert_eq!(kept, bytes);
+                assert_eq!(revision, 42);
+            }
+            RangeAnswer::Decoded(_) => panic!("an answer with a header is kept encoded"),
+        }
+        // Without a header there is no revision to carry: decoded.
+        let headless = RangeResponse {
+            header: None,
+            ..resp.clone()
+        };
+        let answer = RangeAnswer::from_encoded(headless.encode_to_vec().into()).expect("decodes");
+        assert!(matches!(answer, RangeAnswer::Decoded(r) if r == headless));
+        // Bytes that are not a RangeResponse are refused.
+        assert!(RangeAnswer::from_encoded(Bytes::from_static(b"\x0a\xff")).is_err());
     }
 }

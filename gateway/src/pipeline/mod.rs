@@ -273,8 +273,9 @@ impl Gateway {
         ))
     }
 
-    /// Range, with the mirror's answer as encoded bytes when `encoded` (and the caller is in
-    /// no namespace, whose answers are rewritten): the direct gRPC path sends them as they are.
+    /// Range, with the answer (the mirror's, or etcd's when forwarded) as encoded bytes when
+    /// `encoded` and the caller is in no namespace (whose answers are rewritten): the direct
+    /// gRPC path sends them as they are.
     pub async fn range_answer(
         &self,
         mut request: Request<RangeRequest>,
@@ -301,11 +302,16 @@ impl Gateway {
                     .reads
                     .with_label_values(&[consistency, "upstream", reason])
                     .inc();
-                self.forward(&method::RANGE, request, |conn, request| {
-                    upstream::unary(conn, method::RANGE.path, request)
-                })
-                .await
-                .map(|response| response.map(RangeAnswer::Decoded))
+                if encoded {
+                    self.forward(&method::RANGE, request, upstream::range_encoded)
+                        .await
+                } else {
+                    self.forward(&method::RANGE, request, |conn, request| {
+                        upstream::unary(conn, method::RANGE.path, request)
+                    })
+                    .await
+                    .map(|response| response.map(RangeAnswer::Decoded))
+                }
             }
         };
         let result = respond(&admitted, &method::RANGE, result);

@@ -9,7 +9,7 @@ mod unary;
 
 pub use conn::Conn;
 pub use member::{BadUrl, Member};
-pub use unary::unary;
+pub use unary::{range_encoded, unary};
 
 use crate::config::UpstreamConfig;
 use crate::errors::GatewayError;

@@ -12,9 +12,12 @@ use super::Conn;
 use crate::grpc_frame;
 use crate::h2::client::{CallError, UnaryRequest};
 use crate::headers;
+use crate::method;
+use crate::mirror::RangeAnswer;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, TE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use keygate_proto::etcdserverpb::RangeRequest;
 use prost::Message;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Extensions, Status};
@@ -41,6 +44,33 @@ where
     Req: Message,
     Resp: Message + Default,
 {
+    let response = unary_encoded(conn, path, request).await?;
+    let (metadata, message, extensions) = response.into_parts();
+    Ok(tonic::Response::from_parts(
+        metadata,
+        decode(message)?,
+        extensions,
+    ))
+}
+
+/// A forwarded Range whose answer goes back to its client as etcd encoded it: only the
+/// header is read (for its revision), however many keys the answer holds.
+pub async fn range_encoded(
+    conn: Conn,
+    request: tonic::Request<RangeRequest>,
+) -> Result<tonic::Response<RangeAnswer>, Status> {
+    let response = unary_encoded(conn, method::RANGE.path, request).await?;
+    let (metadata, message, extensions) = response.into_parts();
+    let answer = RangeAnswer::from_encoded(message).map_err(|_| not_one_message())?;
+    Ok(tonic::Response::from_parts(metadata, answer, extensions))
+}
+
+/// Calls `path` on `conn` and returns the answer's one message, still encoded.
+async fn unary_encoded<Req: Message>(
+    conn: Conn,
+    path: &'static str,
+    request: tonic::Request<Req>,
+) -> Result<tonic::Response<Bytes>, Status> {
     let (metadata, _, message) = request.into_parts();
     let mut headers = metadata.into_headers();
     for name in &NOT_FORWARDED {
@@ -61,7 +91,7 @@ where
         }
     }
     check_status(response.trailers.as_ref(), response.status)?;
-    let message = one_message(&response.body)?;
+    let message = message_of(&response.body)?;
     let metadata = MetadataMap::from_headers(response.headers);
     Ok(tonic::Response::from_parts(
         metadata,
@@ -112,10 +142,17 @@ fn check_status(trailers: Option<&HeaderMap>, http: StatusCode) -> Result<(), St
     ))
 }
 
-/// The answer's one message.
-fn one_message<M: Message + Default>(body: &Bytes) -> Result<M, Status> {
-    grpc_frame::one_message(body)
-        .ok_or_else(|| Status::internal("the member's answer was not one uncompressed message"))
+/// The answer's one message, still encoded.
+fn message_of(body: &Bytes) -> Result<Bytes, Status> {
+    grpc_frame::one_message_bytes(body).ok_or_else(not_one_message)
+}
+
+fn decode<M: Message + Default>(message: Bytes) -> Result<M, Status> {
+    M::decode(message).map_err(|_| not_one_message())
+}
+
+fn not_one_message() -> Status {
+    Status::internal("the member's answer was not one uncompressed message")
 }
 
 #[cfg(test)]
@@ -123,6 +160,10 @@ mod tests {
     use super::*;
     use bytes::{BufMut, BytesMut};
     use keygate_proto::etcdserverpb::PutResponse;
+
+    fn one_message<M: Message + Default>(body: &Bytes) -> Result<M, Status> {
+        decode(message_of(body)?)
+    }
 
     fn framed(flag: u8, message: &[u8], declared: u32) -> Bytes {
         let mut b = BytesMut::new();

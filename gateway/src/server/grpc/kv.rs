@@ -16,7 +16,7 @@ pub fn server(gw: &Arc<Gateway>, max_recv: usize) -> KvServer<KvService> {
 }
 
 impl KvService {
-    /// Range with the mirror's answer left encoded, for the direct gRPC path.
+    /// Range with its answer left encoded (the mirror's or etcd's), for the direct gRPC path.
     pub async fn range_answer(
         &self,
         r: Request<RangeRequest>,
