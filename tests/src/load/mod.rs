@@ -205,6 +205,11 @@ async fn run(opts: Options) -> Result<()> {
     let urls = cluster.client_urls();
     let local_urls = cluster.plain_local_urls().unwrap_or_default();
     let etcd_pids: Vec<u32> = (0..cluster.len()).filter_map(|i| cluster.pid(i)).collect();
+    // etcd's plain-text /metrics, to count the watch streams it serves (not with --tls).
+    let etcd_metrics: Vec<String> = match &tls {
+        Some(_) => Vec::new(),
+        None => (0..cluster.len()).map(|i| cluster.addr(i)).collect(),
+    };
     let etcd_version = etcd_version();
 
     let keygate_bin = if opts.targets.iter().any(|t| t.starts_with("keygate")) {
@@ -248,7 +253,7 @@ async fn run(opts: Options) -> Result<()> {
                 };
             let target = &target;
             let res = match mode.as_str() {
-                "watch" => run_watch(target, &opts, &direct_kv, epoch, ticks).await,
+                "watch" => run_watch(target, &opts, &direct_kv, &etcd_metrics, epoch, ticks).await,
                 "handshakes" => {
                     let request = data.gets_serializable[0].clone();
                     handshake::run_handshakes(target, &opts, &request, ticks).await

@@ -21,6 +21,8 @@ pub struct WatchCheck {
     /// Resident memory the target's processes grew by while the watchers were created,
     /// divided by the watchers.
     pub rss_bytes_per_watcher: f64,
+    /// The watch streams etcd served while the watchers were open (not read with --tls).
+    pub etcd_streams: Option<u64>,
 }
 
 /// One target's figures for one mode.

@@ -123,6 +123,7 @@ pub(super) async fn run_watch(
     target: &Target,
     opts: &Options,
     direct: &KvClient<Channel>,
+    etcd_metrics: &[String],
     epoch: Instant,
     ticks: f64,
 ) -> Result<Measure> {
@@ -161,6 +162,7 @@ pub(super) async fn run_watch(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss1: u64 = target.pids.iter().filter_map(|&p| cpu::rss_bytes(p)).sum();
+    let etcd_streams = etcd_watch_streams(etcd_metrics).await;
 
     let (total_tx, total_rx) = tokio::sync::watch::channel(u64::MAX);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -247,9 +249,13 @@ pub(super) async fn run_watch(
         watchers: opts.watchers as u64,
         streams: streams as u64,
         rss_bytes_per_watcher: (rss1 as f64 - rss0 as f64) / opts.watchers.max(1) as f64,
+        etcd_streams,
     });
+    let etcd_streams = etcd_streams
+        .map(|n| format!("; etcd serving {n} watch stream(s)"))
+        .unwrap_or_default();
     m.notes = format!(
-        "{} puts; {} watchers created in {:.2} s; server RSS {:+.1} MiB after creating them ({:.0} B/watcher); missed {missed}, duplicated {dup}, out of order {ooo}, canceled {canceled}",
+        "{} puts; {} watchers created in {:.2} s; server RSS {:+.1} MiB after creating them ({:.0} B/watcher); missed {missed}, duplicated {dup}, out of order {ooo}, canceled {canceled}{etcd_streams}",
         puts,
         opts.watchers,
         create_secs,
@@ -257,4 +263,18 @@ pub(super) async fn run_watch(
         (rss1 as f64 - rss0 as f64) / opts.watchers.max(1) as f64,
     );
     Ok(m)
+}
+
+/// The watch streams etcd's members serve (`etcd_debugging_mvcc_watch_stream_total`), when
+/// their /metrics can be read.
+async fn etcd_watch_streams(addrs: &[String]) -> Option<u64> {
+    if addrs.is_empty() {
+        return None;
+    }
+    let mut streams = 0.0;
+    for addr in addrs {
+        let body = crate::watch_record::scrape(addr).await.ok()?;
+        streams += crate::watch_record::metric_sum(&body, "etcd_debugging_mvcc_watch_stream_total");
+    }
+    Some(streams as u64)
 }
