@@ -2,7 +2,8 @@
 //! (keygate's event window cut to 100 revisions): the 100 watchers of another stream get every
 //! event promptly, keygate's memory stays bounded, and once the slow stream reads again each
 //! of its watchers got an unbroken prefix of its events, then (having fallen off the window) a
-//! cancel with compact_revision — never a gap. And a watch resumed across a keygate restart
+//! cancel with compact_revision — never a gap; a stream that pauses within the window is caught
+//! up from it, every event in order and counted. And a watch resumed across a keygate restart
 //! (from a revision seen through the previous keygate) is served by the hub from the
 //! backfilled window; and the hub's watchers carry on upstream when the mirror goes over its
 //! memory budget. (The leader kill is in watch_faults_leader.rs.)
@@ -271,6 +272,54 @@ async fn a_stream_that_stops_reading_delays_no_one_and_is_canceled_not_gapped() 
         "slow stream: {} of {} watchers canceled for lag",
         canceled.len(),
         slow_start.len()
+    );
+    Ok(())
+}
+
+/// A client that pauses reading while writes go on, but not past the event window: once it
+/// reads again its watcher is caught up from the window — every event, in order, none twice —
+/// and keygate counts the backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_pauses_is_caught_up_from_the_window() -> Result<()> {
+    const PUTS: usize = 60;
+    let cluster = EtcdCluster::start(1).await?;
+    let keygate = Keygate::start_with_config(
+        &cluster.client_urls(),
+        "[mirror]\nwindow_revisions = 1000\n",
+        &[],
+    )
+    .await?;
+    wait_serving(&keygate).await?;
+    // Small HTTP/2 windows: not reading stalls keygate's sends after a few responses.
+    let channel = Endpoint::from_shared(keygate.endpoint())?
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect()
+        .await?;
+    let mut paused =
+        WatchStream::open(&Clients::from_channel(channel), prefix_watch("p/", 0)).await?;
+    let created = paused.next(T).await?;
+    ensure!(created.created, "create: {created:?}");
+    let before = metric(keygate.addr(), "keygate_watch_caught_up_total").await?;
+
+    // 60 puts of 64 KiB (3.8 MB) while the stream is not read.
+    let mut c = keygate.clients().await?;
+    let mut written = Vec::new();
+    for i in 0..PUTS {
+        let value = Bytes::from(vec![b'v'; 64 * 1024]);
+        written.push(put(&mut c, format!("p/{:02}", i % 10), value).await?);
+    }
+    let mut got = Vec::new();
+    while got.len() < PUTS {
+        let r = paused.next(T).await.context("reading the paused stream")?;
+        ensure!(!r.canceled, "canceled: {r:?}");
+        got.extend(revs(&r.events));
+    }
+    ensure!(got == written, "events {got:?}, written {written:?}");
+    let after = metric(keygate.addr(), "keygate_watch_caught_up_total").await?;
+    ensure!(
+        after > before,
+        "keygate_watch_caught_up_total stayed at {before} though the stream was caught up"
     );
     Ok(())
 }

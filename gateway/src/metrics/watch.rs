@@ -12,6 +12,8 @@ pub struct WatchMetrics {
     pub handovers: IntCounter,
     pub events_sent: IntCounter,
     pub canceled_lagging: IntCounter,
+    /// Backlogs of several revisions sent to one watcher at once, from the event window.
+    pub caught_up: IntCounter,
     pub progress_sent: IntCounter,
     /// Lease keep-alives answered, by who answered (upstream, or coalesced from a recent refresh).
     pub lease_keepalives: IntCounterVec,
@@ -44,6 +46,10 @@ impl WatchMetrics {
             canceled_lagging: counter(
                 "keygate_watch_canceled_lagging_total",
                 "Watchers canceled with compact_revision because they fell behind the event window.",
+            )?,
+            caught_up: counter(
+                "keygate_watch_caught_up_total",
+                "Times a watcher was sent several revisions' events at once from the event window: it had fallen behind the mirror (its client read slowly, or writes came in a burst).",
             )?,
             progress_sent: counter("keygate_watch_progress_sent_total", "Progress notifications sent.")?,
             lease_keepalives: {

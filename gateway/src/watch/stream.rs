@@ -307,6 +307,9 @@ impl Stream {
                         break;
                     }
                     Ok(revisions) => {
+                        if !watcher.catching_up && revisions.len() > 1 {
+                            self.hub.metrics.caught_up.inc();
+                        }
                         let batches: Vec<_> = if watcher.catching_up {
                             vec![(current, &revisions[..])]
                         } else {
