@@ -8,6 +8,7 @@
 
 mod bridge;
 mod conn;
+mod control;
 mod recv;
 mod request;
 mod send;
