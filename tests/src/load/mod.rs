@@ -112,8 +112,9 @@ pub struct Options {
     /// Client runtime worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Extra arguments for `keygate serve`, space-separated.
-    #[arg(long, default_value = "")]
+    /// Extra arguments for `keygate serve`, space-separated (e.g. `--keygate-args
+    /// "--worker-threads 1"`).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub keygate_args: String,
     /// TLS everywhere: etcd serves TLS on its client port with client certificates required,
     /// keygate and grpc-proxy terminate TLS the same way and reach etcd over TLS (but
