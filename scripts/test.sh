@@ -42,6 +42,9 @@ bash scripts/build-plugins.sh
 
 check cargo fmt --all -- --check
 check cargo fmt --all --manifest-path plugins/Cargo.toml -- --check
+# The plugin SDK's own tests (key-range arithmetic the example plugins decide with), on the host.
+check cargo test --manifest-path plugins/Cargo.toml -p keygate-plugin-sdk \
+  --target-dir "${CARGO_TARGET_DIR:-target}/plugins-host"
 check cargo clippy --workspace --all-targets -- -D warnings
 
 # A failing test's own message first: errors returned by tests carry no backtrace (panics
