@@ -46,6 +46,8 @@ check cargo fmt --all --manifest-path plugins/Cargo.toml -- --check
 check cargo test --manifest-path plugins/Cargo.toml -p keygate-plugin-sdk \
   --target-dir "${CARGO_TARGET_DIR:-target}/plugins-host"
 check cargo clippy --workspace --all-targets -- -D warnings
+check cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --all-targets \
+  --target-dir "${CARGO_TARGET_DIR:-target}" -- -D warnings
 
 # A failing test's own message first: errors returned by tests carry no backtrace (panics
 # still do when RUST_BACKTRACE is set), so CI logs show why, not a page of frames.
