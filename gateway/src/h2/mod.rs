@@ -6,3 +6,6 @@ pub mod frame;
 pub mod hpack;
 pub mod server;
 pub mod writer;
+
+#[cfg(test)]
+mod testing;

@@ -70,6 +70,25 @@ pub fn code_of(symbol: u16) -> (u32, u8) {
     (c.first_code[l] + rank, len)
 }
 
+/// `input` Huffman-coded, padded with ones (for tests: keygate sends no Huffman strings).
+#[cfg(test)]
+pub fn encode(input: &[u8]) -> Vec<u8> {
+    let (mut acc, mut bits, mut out) = (0u64, 0u32, Vec::new());
+    for &b in input {
+        let (code, len) = code_of(u16::from(b));
+        acc = (acc << len) | u64::from(code);
+        bits += u32::from(len);
+        while bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    if bits > 0 {
+        out.push(((acc << (8 - bits)) | ((1 << (8 - bits)) - 1)) as u8);
+    }
+    out
+}
+
 /// Decodes a Huffman-coded string; `None` when it is not a valid encoding (an EOS symbol, or
 /// padding that is longer than 7 bits or not all ones).
 pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Option<()> {
@@ -100,23 +119,6 @@ pub fn decode(input: &[u8], out: &mut Vec<u8>) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn encode(input: &[u8]) -> Vec<u8> {
-        let (mut acc, mut bits, mut out) = (0u64, 0u32, Vec::new());
-        for &b in input {
-            let (code, len) = code_of(u16::from(b));
-            acc = (acc << len) | u64::from(code);
-            bits += u32::from(len);
-            while bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-            }
-        }
-        if bits > 0 {
-            out.push(((acc << (8 - bits)) | ((1 << (8 - bits)) - 1)) as u8);
-        }
-        out
-    }
 
     #[test]
     fn codes_match_the_rfc_examples() {

@@ -6,6 +6,9 @@ mod encoder;
 mod huffman;
 mod table;
 
+#[cfg(test)]
+mod random_tests;
+
 pub use decoder::{DecodeError, Decoder};
 pub use encoder::Encoder;
 pub use table::Name;

@@ -15,6 +15,9 @@ mod send;
 mod shared;
 mod stream;
 
+#[cfg(test)]
+mod tests;
+
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http::HeaderMap;
