@@ -9,7 +9,9 @@
 use super::{serve, Call, Collected, Handler, Reply, RequestHead, Route, Settings};
 use crate::h2::frame::{self, Head};
 use crate::h2::hpack::{Decoder, Encoder};
-use crate::h2::testing;
+use crate::h2::testing::{
+    self, break_at_random, data_frames, header_block, put_frame, write_in_pieces,
+};
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http::header::CONTENT_TYPE;
@@ -62,33 +64,6 @@ impl Handler for Echo {
             http::Response::new(Body::new(http_body_util::Full::new(body)))
         })
     }
-}
-
-fn flag(on: bool, flag: u8) -> u8 {
-    if on {
-        flag
-    } else {
-        0
-    }
-}
-
-fn put_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    frame::put_head(&mut out, payload.len(), kind, flags, stream);
-    out.extend_from_slice(payload);
-    out
-}
-
-/// A payload with padding when `padded`: the pad length first, zeros after.
-fn padded(rng: &mut StdRng, padded: bool, body: &[u8]) -> Vec<u8> {
-    if !padded {
-        return body.to_vec();
-    }
-    let pad = rng.random_range(0..32u8);
-    let mut out = vec![pad];
-    out.extend_from_slice(body);
-    out.extend(std::iter::repeat_n(0, usize::from(pad)));
-    out
 }
 
 /// A client's traffic: the connection's opening, then units that must stay together (a header
@@ -148,19 +123,8 @@ fn request(rng: &mut StdRng, enc: &mut Encoder, id: u32) -> (Vec<Vec<u8>>, Vec<u
     let mut body = vec![0u8];
     body.extend_from_slice(&(len as u32).to_be_bytes());
     body.extend((0..len).map(|_| rng.random::<u8>()));
-    let mut frames = vec![header_block(rng, id, &block)];
-    let mut rest = &body[..];
-    while !rest.is_empty() {
-        let (piece, after) = rest.split_at(rng.random_range(1..=rest.len().min(16_000)));
-        rest = after;
-        let pad = rng.random_bool(0.3);
-        let end = rest.is_empty() && rng.random_bool(0.7);
-        let flags = flag(pad, frame::PADDED) | flag(end, frame::END_STREAM);
-        frames.push(put_frame(frame::DATA, flags, id, &padded(rng, pad, piece)));
-        if rest.is_empty() && !end {
-            frames.push(put_frame(frame::DATA, frame::END_STREAM, id, &[]));
-        }
-    }
+    let mut frames = vec![header_block(rng, id, &block, false)];
+    frames.extend(data_frames(rng, id, &body, true));
     (frames, body)
 }
 
@@ -194,41 +158,6 @@ fn interleave(rng: &mut StdRng, streams: &[(u32, Vec<Vec<u8>>)]) -> (Vec<Vec<u8>
             });
         }
     }
-}
-
-/// A header block as HEADERS (maybe padded, maybe with priority data) and CONTINUATIONs split
-/// at random points; END_STREAM is never set on it (the body follows).
-fn header_block(rng: &mut StdRng, id: u32, block: &[u8]) -> Vec<u8> {
-    let mut cuts: Vec<usize> = (0..rng.random_range(0..4))
-        .map(|_| rng.random_range(0..=block.len()))
-        .collect();
-    cuts.sort();
-    cuts.push(block.len());
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, &cut) in cuts.iter().enumerate() {
-        let piece = &block[start..cut];
-        start = cut;
-        let end_headers = flag(i + 1 == cuts.len(), frame::END_HEADERS);
-        if i > 0 {
-            out.extend(put_frame(frame::CONTINUATION, end_headers, id, piece));
-            continue;
-        }
-        let (pad, priority) = (rng.random_bool(0.3), rng.random_bool(0.3));
-        let mut payload = Vec::new();
-        if priority {
-            payload.extend_from_slice(&[0, 0, 0, 0, 200]);
-        }
-        payload.extend_from_slice(piece);
-        let flags = end_headers | flag(pad, frame::PADDED) | flag(priority, frame::PRIORITY_FLAG);
-        out.extend(put_frame(
-            frame::HEADERS,
-            flags,
-            id,
-            &padded(rng, pad, &payload),
-        ));
-    }
-    out
 }
 
 /// What the server sent back, by stream.
@@ -293,18 +222,6 @@ async fn read_answers(
     answers
 }
 
-/// Writes `bytes` in pieces of random sizes.
-async fn write_in_pieces(rng: &mut StdRng, io: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8]) {
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let (piece, after) = rest.split_at(rng.random_range(1..=rest.len().min(20_000)));
-        rest = after;
-        if io.write_all(piece).await.is_err() {
-            return;
-        }
-    }
-}
-
 fn server(io: tokio::io::DuplexStream) -> tokio::task::JoinHandle<Result<(), super::ConnError>> {
     let pending: BoxFuture<'static, ()> = Box::pin(futures::future::pending());
     tokio::spawn(serve(
@@ -314,38 +231,6 @@ fn server(io: tokio::io::DuplexStream) -> tokio::task::JoinHandle<Result<(), sup
         Arc::new(Echo),
         pending,
     ))
-}
-
-/// Inserts, drops, repeats, alters or cuts short a few of the script's units (never the
-/// connection's opening, the first).
-fn break_at_random(rng: &mut StdRng, units: &mut Vec<Vec<u8>>) {
-    for _ in 0..rng.random_range(1..4) {
-        if units.len() < 2 {
-            break;
-        }
-        let at = rng.random_range(1..units.len());
-        match rng.random_range(0..6) {
-            0 => {
-                let kind = rng.random_range(0..11);
-                let payload: Vec<u8> = (0..rng.random_range(0..24)).map(|_| rng.random()).collect();
-                let stream = [0, 1, 2, 3, 5, rng.random()][rng.random_range(0..6)];
-                units.insert(at, put_frame(kind, rng.random(), stream, &payload));
-            }
-            1 => drop(units.remove(at)),
-            2 => units.insert(at, units[at].clone()),
-            3 if !units[at].is_empty() => {
-                let unit = &mut units[at];
-                let byte = rng.random_range(0..unit.len());
-                unit[byte] ^= 1 << rng.random_range(0..8);
-            }
-            4 if !units[at].is_empty() => {
-                let unit = &mut units[at];
-                unit.truncate(rng.random_range(0..unit.len()));
-            }
-            5 => units.truncate(at),
-            _ => {}
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
