@@ -24,6 +24,7 @@ fn from_env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// `flag` when `on`, else no flag.
 pub fn flag(on: bool, flag: u8) -> u8 {
     if on {
         flag
@@ -32,6 +33,7 @@ pub fn flag(on: bool, flag: u8) -> u8 {
     }
 }
 
+/// One frame: its 9-byte header, then `payload`.
 pub fn put_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     frame::put_head(&mut out, payload.len(), kind, flags, stream);
