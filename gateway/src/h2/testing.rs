@@ -3,10 +3,11 @@
 //! same cases every time; `KEYGATE_TEST_SEED` and `KEYGATE_TEST_CASES` run other and more cases
 //! by hand (`docs/testing.md`).
 
-use crate::h2::frame;
+use crate::h2::frame::{self, Head};
+use bytes::{Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// The test's random source: from `KEYGATE_TEST_SEED` when set, else from `seed`.
 pub fn rng(seed: u64) -> StdRng {
@@ -109,6 +110,25 @@ pub fn data_frames(rng: &mut StdRng, id: u32, body: &[u8], end: bool) -> Vec<Vec
         frames.push(put_frame(frame::DATA, frame::END_STREAM, id, &[]));
     }
     frames
+}
+
+/// The next whole frame from `io` (`buf` keeps what is read past it); None once `io` ends.
+/// Every frame must fit the default frame size, as neither side of these tests raises it.
+pub async fn read_frame(
+    io: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+) -> Option<(Head, Bytes)> {
+    loop {
+        match frame::take(buf) {
+            Ok(Some(frame)) => return Some(frame),
+            Ok(None) => {}
+            Err(frame::TooLarge) => panic!("a frame larger than {}", frame::DEFAULT_MAX_FRAME),
+        }
+        match io.read_buf(buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Writes `bytes` in pieces of random sizes.

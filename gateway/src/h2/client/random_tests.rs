@@ -6,9 +6,10 @@
 //! ends answered or failed, and the connection's task ends, once the member has closed.
 
 use super::*;
-use crate::h2::frame::{self, Head, HEAD_LEN};
+use crate::h2::frame;
 use crate::h2::hpack::Encoder;
 use crate::h2::testing::{self, break_at_random, data_frames, header_block, put_frame};
+use bytes::BytesMut;
 use rand::rngs::StdRng;
 use rand::Rng;
 use std::collections::HashMap;
@@ -34,18 +35,12 @@ fn answer_for(body: &[u8]) -> Result<Vec<u8>, &'static str> {
 /// Reads the client's frames until `calls` requests have ended; returns their streams and
 /// bodies, in the order they ended. Every DATA frame's window is given back at once.
 async fn requests(io: &mut DuplexStream, calls: usize) -> Vec<(u32, Vec<u8>)> {
-    let mut buf = Vec::new();
+    let mut buf = BytesMut::new();
     let mut bodies: HashMap<u32, Vec<u8>> = HashMap::new();
     let mut ended = Vec::new();
     while ended.len() < calls {
-        let Some(head) = Head::parse(&buf).filter(|h| buf.len() >= HEAD_LEN + h.len) else {
-            let mut chunk = [0u8; 16 * 1024];
-            let n = io.read(&mut chunk).await.expect("reads");
-            assert!(n > 0, "the client closed");
-            buf.extend_from_slice(&chunk[..n]);
-            continue;
-        };
-        let payload: Vec<u8> = buf.drain(..HEAD_LEN + head.len).skip(HEAD_LEN).collect();
+        let next = testing::read_frame(io, &mut buf).await;
+        let (head, payload) = next.expect("the client closed");
         if head.kind == frame::DATA && head.len > 0 {
             bodies.entry(head.stream).or_default().extend(&payload);
             let mut out = Vec::new();
@@ -150,6 +145,14 @@ fn calls(rng: &mut StdRng, client: &Client, calls: usize) -> Vec<(Vec<u8>, CallH
         .collect()
 }
 
+/// Reads (and drops) whatever the client sends until it closes.
+fn read_to_end(mut rd: impl AsyncReadExt + Unpin + Send + 'static) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut sink = Vec::new();
+        let _ = rd.read_to_end(&mut sink).await;
+    })
+}
+
 type CallHandle = tokio::task::JoinHandle<Result<UnaryResponse, CallError>>;
 
 /// A client on one end of a pipe, its task spawned; the member's end after the opening.
@@ -176,11 +179,8 @@ async fn every_framing_of_the_members_answers_reaches_its_call() {
         let requests = requests(&mut member, n).await;
         let units = answers(&mut rng, &requests);
         // The member keeps reading (PING acks, window updates) while it answers.
-        let (mut rd, mut wr) = tokio::io::split(member);
-        let reader = tokio::spawn(async move {
-            let mut sink = Vec::new();
-            let _ = rd.read_to_end(&mut sink).await;
-        });
+        let (rd, mut wr) = tokio::io::split(member);
+        let reader = read_to_end(rd);
         testing::write_in_pieces(&mut rng, &mut wr, &units.concat()).await;
         for (i, (body, call)) in calls.into_iter().enumerate() {
             let at = format!("case {case}, call {i}");
@@ -226,11 +226,8 @@ async fn broken_answers_leave_no_call_unsettled() {
         let mut units = answers(&mut rng, &requests);
         units.insert(0, Vec::new());
         break_at_random(&mut rng, &mut units);
-        let (mut rd, mut wr) = tokio::io::split(member);
-        let reader = tokio::spawn(async move {
-            let mut sink = Vec::new();
-            let _ = rd.read_to_end(&mut sink).await;
-        });
+        let (rd, mut wr) = tokio::io::split(member);
+        let reader = read_to_end(rd);
         testing::write_in_pieces(&mut rng, &mut wr, &units.concat()).await;
         // The member closes: whatever was not answered must fail now.
         let _ = wr.shutdown().await;

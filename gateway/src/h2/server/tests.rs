@@ -7,10 +7,10 @@
 //! client has closed.
 
 use super::{serve, Call, Collected, Handler, Reply, RequestHead, Route, Settings};
-use crate::h2::frame::{self, Head};
+use crate::h2::frame;
 use crate::h2::hpack::{Decoder, Encoder};
 use crate::h2::testing::{
-    self, break_at_random, data_frames, header_block, put_frame, write_in_pieces,
+    self, break_at_random, data_frames, header_block, put_frame, read_frame, write_in_pieces,
 };
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
@@ -22,7 +22,7 @@ use rand::Rng;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tonic::body::Body;
 
 /// Answers every request with its own body: collected (on the connection's task for
@@ -180,15 +180,9 @@ async fn read_answers(
     let mut dec = Decoder::new(4096, 1 << 20);
     let mut block: Option<(u32, Vec<u8>)> = None;
     while !until(&answers) {
-        let Some(head) = Head::parse(&buf).filter(|h| buf.len() >= frame::HEAD_LEN + h.len) else {
-            match io.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => continue,
-            }
+        let Some((head, payload)) = read_frame(&mut io, &mut buf).await else {
+            break;
         };
-        let _ = buf.split_to(frame::HEAD_LEN);
-        let payload = buf.split_to(head.len).freeze();
-        assert!(head.len <= frame::DEFAULT_MAX_FRAME, "{head:?}");
         match head.kind {
             frame::HEADERS | frame::CONTINUATION => {
                 let (id, mut bytes) = block.take().unwrap_or((head.stream, Vec::new()));
