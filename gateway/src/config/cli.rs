@@ -44,7 +44,7 @@ pub struct ServeArgs {
     /// server.listen: address for etcd clients.
     #[arg(long, env = "KEYGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// upstream.endpoints: comma-separated etcd client URLs.
+    /// upstream.endpoints: comma-separated etcd client URLs (or host:port, as etcdctl takes them).
     #[arg(long, env = "KEYGATE_ENDPOINTS", value_delimiter = ',')]
     pub endpoints: Vec<String>,
     /// server.advertise_client_urls: comma-separated URLs clients reach keygate at, shown in

@@ -127,7 +127,8 @@ impl ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Client URLs of the etcd members (http://host:port or https://host:port).
+    /// Client URLs of the etcd members (http://host:port, https://host:port, or host:port as
+    /// etcdctl takes it: https when `tls.ca_file` is set).
     pub endpoints: Vec<String>,
     /// HTTP/2 connections kept open to each member; requests are spread over them.
     pub connections_per_member: usize,
@@ -153,6 +154,22 @@ impl Default for UpstreamConfig {
             discover_members: false,
             discover_interval_ms: 30_000,
             tls: UpstreamTlsConfig::default(),
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// etcd's clients take a bare `host:port` for a member, and so does keygate: it is reached
+    /// over TLS when `upstream.tls.ca_file` is set, in plain text otherwise.
+    pub fn complete_endpoints(&mut self) {
+        let scheme = match self.tls.ca_file {
+            Some(_) => "https://",
+            None => "http://",
+        };
+        for endpoint in &mut self.endpoints {
+            if !endpoint.contains("://") {
+                endpoint.insert_str(0, scheme);
+            }
         }
     }
 }
@@ -288,6 +305,7 @@ impl Config {
             None => Config::default(),
         };
         args.apply(&mut config);
+        config.upstream.complete_endpoints();
         config.validate()?;
         Ok(config)
     }

@@ -227,14 +227,32 @@ fn validate_endpoint(e: &str) -> Result<(), &'static str> {
 mod tests {
     use super::*;
 
+    /// The configuration as `Config::load` makes it from a file.
+    fn loaded(toml: &str) -> Result<Config, String> {
+        let mut config = Config::from_toml(toml)?;
+        config.upstream.complete_endpoints();
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
     fn err(toml: &str) -> String {
-        match Config::from_toml(toml) {
-            Err(e) => e,
-            Ok(c) => c
-                .validate()
-                .map(|_| String::new())
-                .unwrap_or_else(|e| e.to_string()),
-        }
+        loaded(toml).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn bare_endpoints_are_reached_as_etcdctl_reaches_them() {
+        let plain = loaded("[upstream]\nendpoints = [\"127.0.0.1:1\", \"http://127.0.0.1:2\"]");
+        let plain = plain.map(|c| c.upstream.endpoints);
+        assert_eq!(
+            plain,
+            Ok(vec![
+                "http://127.0.0.1:1".into(),
+                "http://127.0.0.1:2".into()
+            ])
+        );
+        let tls = "[upstream]\nendpoints = [\"etcd-0:2379\"]\n[upstream.tls]\nca_file = \"ca.pem\"";
+        let tls = loaded(tls).map(|c| c.upstream.endpoints);
+        assert_eq!(tls, Ok(vec!["https://etcd-0:2379".into()]));
     }
 
     #[test]
@@ -255,7 +273,9 @@ mod tests {
         assert!(err("[upstream]\nendpoints = []").contains("upstream.endpoints"));
         assert!(err("[server]\nadvertise_client_urls = [\"keygate:2379\"]")
             .contains("server.advertise_client_urls"));
-        assert!(err("[upstream]\nendpoints = [\"127.0.0.1:1\"]").contains("upstream.endpoints"));
+        assert!(err("[upstream]\nendpoints = [\"unix:///run/etcd.sock\"]")
+            .contains("upstream.endpoints"));
+        assert!(err("[upstream]\nendpoints = [\"127.0.0.1\"]").contains("upstream.endpoints"));
         assert!(err("[upstream]\nconnections_per_member = 0")
             .contains("upstream.connections_per_member"));
         assert!(err("[log]\nformat = \"xml\"").contains("log.format"));
