@@ -2,6 +2,7 @@
 //! answers worked out on the connection's own task, takes what the streams' tasks have posted,
 //! sends what flow control allows and writes it all out together.
 
+use super::inline::Inline;
 use super::send::{send_queue, Sent};
 use super::shared::{Event, Mailbox};
 use super::stream::{State, Stream};
@@ -11,7 +12,6 @@ use crate::h2::hpack::Decoder;
 use crate::h2::writer::{Writer, HIGH_WATER, SLICES};
 use bytes::BytesMut;
 use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::IoSlice;
@@ -45,20 +45,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Rounds of the loop before the task yields to others.
 const ROUNDS: usize = 32;
 
-/// A collected request's answer worked out on the connection's task, with its stream.
-pub(super) struct Tagged {
-    id: u32,
-    reply: BoxFuture<'static, Reply>,
-}
-
-impl Future for Tagged {
-    type Output = (u32, Reply);
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<(u32, Reply)> {
-        let id = self.id;
-        self.reply.as_mut().poll(cx).map(|r| (id, r))
-    }
-}
-
 pub struct Conn<IO> {
     io: IO,
     pub(super) rbuf: BytesMut,
@@ -84,7 +70,8 @@ pub struct Conn<IO> {
     preread: bool,
     /// The write side is shut (a failed connection closing).
     write_shut: bool,
-    pub(super) inline: FuturesUnordered<Tagged>,
+    /// Collected requests' answers worked out on the connection's task.
+    pub(super) inline: Inline,
     /// Streams that may have frames to send.
     pub(super) ready: VecDeque<u32>,
     /// Streams waiting for the connection's window.
@@ -98,10 +85,6 @@ pub struct Conn<IO> {
     read_closed: bool,
     /// The connection failed: write the GOAWAY (for a while), then return this.
     failed: Option<(ConnError, Pin<Box<tokio::time::Sleep>>)>,
-}
-
-pub(super) fn tagged(id: u32, reply: BoxFuture<'static, Reply>) -> Tagged {
-    Tagged { id, reply }
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
@@ -153,7 +136,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             settings_seen: false,
             preread: true,
             write_shut: false,
-            inline: FuturesUnordered::new(),
+            inline: Inline::default(),
             ready: VecDeque::new(),
             blocked: Vec::new(),
             events: Vec::new(),
@@ -198,7 +181,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             }
         }
         moved |= self.take_events();
-        while let Poll::Ready(Some((id, reply))) = self.inline.poll_next_unpin(cx) {
+        while let Poll::Ready((id, reply)) = self.inline.poll_next(cx) {
             self.reply(id, reply);
             moved = true;
         }

@@ -9,6 +9,7 @@
 mod bridge;
 mod conn;
 mod control;
+mod inline;
 mod recv;
 mod request;
 mod send;

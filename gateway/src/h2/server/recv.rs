@@ -383,7 +383,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
     fn start(&mut self, id: u32, call: Call) {
         if call.inline {
-            self.inline.push(super::conn::tagged(id, call.reply));
+            self.inline.push(id, call.reply);
             return;
         }
         let mailbox = self.mailbox.clone();
