@@ -4,12 +4,13 @@
 //! request: a wasted turn of the connection's task, and on tokio's multi-threaded runtime a
 //! `futex` wake of another worker thread, which the one request then waits for.)
 
+use super::shared::lock;
 use super::Reply;
 use futures::future::BoxFuture;
 use futures::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 /// The answers being worked out, each with its stream.
@@ -108,10 +109,6 @@ impl Inline {
         }
         Poll::Pending
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
