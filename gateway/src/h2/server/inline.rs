@@ -17,8 +17,8 @@ use std::task::{Context, Poll, Wake, Waker};
 #[derive(Default)]
 pub(super) struct Inline {
     slots: Vec<Option<Slot>>,
+    /// Slots whose answer is done, to be reused.
     free: Vec<usize>,
-    len: usize,
     /// Answers woken and not yet polled: this round's, taken from `woken` at its start.
     round: VecDeque<Arc<SlotWaker>>,
     woken: Arc<Woken>,
@@ -60,7 +60,7 @@ impl Wake for SlotWaker {
 
 impl Inline {
     pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.free.len() == self.slots.len()
     }
 
     /// Adds the answer of `stream`; it is first polled by the next `poll_next`.
@@ -80,7 +80,6 @@ impl Inline {
             reply,
             waker,
         });
-        self.len += 1;
     }
 
     /// The next answer that is done, with its stream. Polls the answers woken before this
@@ -103,7 +102,6 @@ impl Inline {
                 let stream = slot.stream;
                 self.slots[waker.slot] = None;
                 self.free.push(waker.slot);
-                self.len -= 1;
                 return Poll::Ready((stream, reply));
             }
         }
