@@ -197,27 +197,33 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         let mut events = Vec::with_capacity(self.batch);
+        let mut flushes = Vec::new();
         while let Some(first) = self.rx.blocking_recv() {
-            // Let a batch gather: one plugin call and one write for many events, and one
-            // wake-up of this thread instead of one per request.
-            std::thread::sleep(GATHER);
-            let mut flushes = Vec::new();
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Event(event) => events.push(*event),
-                    Msg::Flush(done) => flushes.push(done),
-                }
-                if events.len() < self.batch {
-                    next = self.rx.try_recv().ok();
-                }
+            take(first, &mut events, &mut flushes);
+            self.drain(&mut events, &mut flushes);
+            // Less than a batch waiting: let one gather, for one plugin call and one write for
+            // many events and one wake-up of this thread instead of one per request. A full
+            // batch goes at once; sleeping then would cap the audit at one batch per GATHER.
+            if events.len() < self.batch {
+                std::thread::sleep(GATHER);
+                self.drain(&mut events, &mut flushes);
             }
             self.write(&mut events);
-            for done in flushes {
+            for done in flushes.drain(..) {
                 let _ = done.send(());
             }
         }
         self.write(&mut events);
+    }
+
+    /// Takes what is queued, up to a whole batch of events.
+    fn drain(&mut self, events: &mut Vec<Event>, flushes: &mut Vec<oneshot::Sender<()>>) {
+        while events.len() < self.batch {
+            match self.rx.try_recv() {
+                Ok(msg) => take(msg, events, flushes),
+                Err(_) => break,
+            }
+        }
     }
 
     fn write(&mut self, events: &mut Vec<Event>) {
@@ -255,6 +261,13 @@ impl Worker {
             .inc_by(batch.len() as u64);
         drop(batch);
         events.clear();
+    }
+}
+
+fn take(msg: Msg, events: &mut Vec<Event>, flushes: &mut Vec<oneshot::Sender<()>>) {
+    match msg {
+        Msg::Event(event) => events.push(*event),
+        Msg::Flush(done) => flushes.push(done),
     }
 }
 
