@@ -6,6 +6,7 @@ use common::*;
 use keygate::config::PluginsConfig;
 use keygate::describe::Description;
 use keygate::method;
+use keygate::policy::audit::{ServedBy, Verdict};
 use keygate::policy::engine::PluginEngine;
 use std::time::{Duration, Instant};
 
@@ -75,7 +76,13 @@ async fn audit_event_cost() {
         for _ in 0..events {
             let pending = Audit::begin(&method::RANGE, &request);
             audit
-                .finish(pending, Some(&alice), "allow", Ok(Some(1234)), "mirror")
+                .finish(
+                    pending,
+                    Some(&alice),
+                    Verdict::Allow,
+                    Ok(Some(1234)),
+                    ServedBy::Mirror,
+                )
                 .await;
         }
         audit.flush().await;
@@ -107,12 +114,12 @@ fn on_batch_cost() {
         time_us: 1_764_000_000_000_000,
         identity: identity_view(Some(&alice)),
         request: request_view(&description),
-        decision: "allow",
+        decision: Verdict::Allow,
         status_code: 0,
         status_message: "",
         revision: 1234,
         latency_us: 85,
-        served_by: "mirror",
+        served_by: ServedBy::Mirror,
     };
     let batch: Vec<_> = (0..256).map(|_| event()).collect();
     let mut samples = Vec::new();

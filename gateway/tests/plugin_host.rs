@@ -4,6 +4,7 @@
 
 use keygate::config::{AuditConfig, PluginConfig, PluginsConfig};
 use keygate::method;
+use keygate::policy::audit::{ServedBy, Verdict};
 use keygate::policy::authorizer::{Decision, Plugin};
 use keygate::policy::engine::PluginEngine;
 use keygate_proto::etcdserverpb::PutRequest;
@@ -160,6 +161,19 @@ fn init_errors_refuse_the_plugin() {
     match Plugin::load(&engine.engine, &garbage, &metrics) {
         Err(e) => assert!(e.to_string().contains("invalid configuration"), "{e}"),
         Ok(_) => panic!("bad configuration must refuse the plugin"),
+    }
+    // A method name that is not etcd's: refused at init rather than never matching.
+    let misspelt = PluginConfig {
+        config: "cluster_methods = [\"Stats\"]".parse().expect("toml"),
+        ..garbage
+    };
+    match Plugin::load(&engine.engine, &misspelt, &metrics) {
+        Err(e) => assert!(
+            e.to_string()
+                .contains("cluster_methods: \"Stats\" is not one of etcd's methods"),
+            "{e}"
+        ),
+        Ok(_) => panic!("an unknown method name must refuse the plugin"),
     }
     let not_wasm = std::env::temp_dir().join(format!("kg-not-wasm-{}", std::process::id()));
     std::fs::write(&not_wasm, b"not a component").expect("write");
@@ -332,7 +346,13 @@ async fn audit_batches_write_rotate_and_count_drops() {
     for _ in 0..50 {
         let pending = Audit::begin(&method::PUT, &put);
         audit
-            .finish(pending, Some(&anyone), "allow", Ok(Some(7)), "upstream")
+            .finish(
+                pending,
+                Some(&anyone),
+                Verdict::Allow,
+                Ok(Some(7)),
+                ServedBy::Upstream,
+            )
             .await;
     }
     audit.flush().await;
@@ -358,7 +378,13 @@ async fn audit_batches_write_rotate_and_count_drops() {
     for _ in 0..2000 {
         let pending = Audit::begin(&method::PUT, &put);
         audit
-            .finish(pending, Some(&anyone), "allow", Ok(None), "upstream")
+            .finish(
+                pending,
+                Some(&anyone),
+                Verdict::Allow,
+                Ok(None),
+                ServedBy::Upstream,
+            )
             .await;
     }
     audit.flush().await;

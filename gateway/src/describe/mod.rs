@@ -24,6 +24,28 @@ pub struct KeyRange {
     pub access: Access,
 }
 
+/// The request options a description names, as a set (etcd's request field names, the WIT's
+/// `request-flags`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags(u16);
+
+impl Flags {
+    pub const SERIALIZABLE: Flags = Flags(1);
+    pub const KEYS_ONLY: Flags = Flags(1 << 1);
+    pub const COUNT_ONLY: Flags = Flags(1 << 2);
+    pub const PREV_KV: Flags = Flags(1 << 3);
+    pub const IGNORE_VALUE: Flags = Flags(1 << 4);
+    pub const IGNORE_LEASE: Flags = Flags(1 << 5);
+    pub const PHYSICAL: Flags = Flags(1 << 6);
+    pub const PROGRESS_NOTIFY: Flags = Flags(1 << 7);
+    pub const FRAGMENT: Flags = Flags(1 << 8);
+    pub const KEYS: Flags = Flags(1 << 9);
+
+    pub fn contains(self, flags: Flags) -> bool {
+        self.0 & flags.0 == flags.0
+    }
+}
+
 /// The normalized description of one RPC.
 #[derive(Clone, Debug)]
 pub struct Description {
@@ -31,7 +53,7 @@ pub struct Description {
     pub ranges: Vec<KeyRange>,
     pub value_bytes: u64,
     pub lease: i64,
-    pub flags: Vec<&'static str>,
+    pub flags: Flags,
     /// Every key it puts, with the size of the value (`None`: the value is kept), for the
     /// tenants' storage quotas.
     pub puts: Vec<(Vec<u8>, Option<u64>)>,
@@ -44,7 +66,7 @@ impl Description {
             ranges: Vec::new(),
             value_bytes: 0,
             lease: 0,
-            flags: Vec::new(),
+            flags: Flags::default(),
             puts: Vec::new(),
         }
     }
@@ -64,9 +86,9 @@ impl Description {
         });
     }
 
-    pub(crate) fn flag(&mut self, on: bool, flag: &'static str) {
-        if on && !self.flags.contains(&flag) {
-            self.flags.push(flag);
+    pub(crate) fn flag(&mut self, on: bool, flag: Flags) {
+        if on {
+            self.flags.0 |= flag.0;
         }
     }
 }

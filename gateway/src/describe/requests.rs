@@ -1,6 +1,6 @@
 //! [`Describe`] for every request message of the etcd API.
 
-use super::{Access, Describe, Description};
+use super::{Access, Describe, Description, Flags};
 use crate::namespace::prefix_end;
 use keygate_proto::etcdserverpb::*;
 use keygate_proto::v3electionpb::{CampaignRequest, LeaderRequest, ProclaimRequest, ResignRequest};
@@ -9,9 +9,9 @@ use keygate_proto::v3lockpb::{LockRequest, UnlockRequest};
 impl Describe for RangeRequest {
     fn describe(&self, d: &mut Description) {
         d.range(&self.key, &self.range_end, Access::Read);
-        d.flag(self.serializable, "serializable");
-        d.flag(self.keys_only, "keys-only");
-        d.flag(self.count_only, "count-only");
+        d.flag(self.serializable, Flags::SERIALIZABLE);
+        d.flag(self.keys_only, Flags::KEYS_ONLY);
+        d.flag(self.count_only, Flags::COUNT_ONLY);
     }
 
     fn first_key(&self) -> Option<&[u8]> {
@@ -28,9 +28,9 @@ impl Describe for PutRequest {
         if self.lease != 0 {
             d.lease = self.lease;
         }
-        d.flag(self.prev_kv, "prev-kv");
-        d.flag(self.ignore_value, "ignore-value");
-        d.flag(self.ignore_lease, "ignore-lease");
+        d.flag(self.prev_kv, Flags::PREV_KV);
+        d.flag(self.ignore_value, Flags::IGNORE_VALUE);
+        d.flag(self.ignore_lease, Flags::IGNORE_LEASE);
     }
 
     fn first_key(&self) -> Option<&[u8]> {
@@ -41,7 +41,7 @@ impl Describe for PutRequest {
 impl Describe for DeleteRangeRequest {
     fn describe(&self, d: &mut Description) {
         d.range(&self.key, &self.range_end, Access::Write);
-        d.flag(self.prev_kv, "prev-kv");
+        d.flag(self.prev_kv, Flags::PREV_KV);
     }
 
     fn first_key(&self) -> Option<&[u8]> {
@@ -84,16 +84,16 @@ impl Describe for TxnRequest {
 
 impl Describe for CompactionRequest {
     fn describe(&self, d: &mut Description) {
-        d.flag(self.physical, "physical");
+        d.flag(self.physical, Flags::PHYSICAL);
     }
 }
 
 impl Describe for WatchCreateRequest {
     fn describe(&self, d: &mut Description) {
         d.range(&self.key, &self.range_end, Access::Watch);
-        d.flag(self.prev_kv, "prev-kv");
-        d.flag(self.progress_notify, "progress-notify");
-        d.flag(self.fragment, "fragment");
+        d.flag(self.prev_kv, Flags::PREV_KV);
+        d.flag(self.progress_notify, Flags::PROGRESS_NOTIFY);
+        d.flag(self.fragment, Flags::FRAGMENT);
     }
 }
 
@@ -112,7 +112,7 @@ impl Describe for LeaseRevokeRequest {
 impl Describe for LeaseTimeToLiveRequest {
     fn describe(&self, d: &mut Description) {
         d.lease = self.id;
-        d.flag(self.keys, "keys");
+        d.flag(self.keys, Flags::KEYS);
     }
 }
 

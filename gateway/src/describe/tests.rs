@@ -57,7 +57,7 @@ fn txn_is_described_recursively() {
     );
     assert_eq!(d.value_bytes, 5);
     assert_eq!(d.lease, 9);
-    assert_eq!(d.flags, vec!["serializable"]);
+    assert_eq!(d.flags, Flags::SERIALIZABLE);
 }
 
 #[test]

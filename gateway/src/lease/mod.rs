@@ -10,7 +10,7 @@ use crate::describe::Description;
 use crate::metrics::{GrpcMetrics, RpcTimer};
 use crate::namespace::{Confine, Namespace};
 use crate::pipeline::RpcStream;
-use crate::policy::audit::{Audit, StreamAudit};
+use crate::policy::audit::{Audit, ServedBy, StreamAudit, Verdict};
 use crate::shutdown::Shutdown;
 use crate::upstream::Pool;
 use keygate_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
@@ -79,7 +79,7 @@ impl LeaseHub {
         inbound: Streaming<LeaseKeepAliveRequest>,
         timer: RpcTimer,
         namespace: Option<Namespace>,
-        audit: Option<(StreamAudit, &'static str)>,
+        audit: Option<(StreamAudit, Verdict)>,
         leaderless: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> RpcStream<LeaseKeepAliveResponse> {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -93,7 +93,7 @@ impl LeaseHub {
         mut inbound: Streaming<LeaseKeepAliveRequest>,
         out: tokio::sync::mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
         timer: RpcTimer,
-        (namespace, audit): (Option<Namespace>, Option<(StreamAudit, &'static str)>),
+        (namespace, audit): (Option<Namespace>, Option<(StreamAudit, Verdict)>),
         mut leaderless: Option<tokio::sync::watch::Receiver<bool>>,
     ) {
         let method = &crate::method::LEASE_KEEP_ALIVE;
@@ -141,7 +141,9 @@ impl LeaseHub {
             };
             if let (Some((audit, decision)), Some(pending)) = (&audit, pending) {
                 let outcome = (response.as_ref()).map(|r| r.header.as_ref().map(|h| h.revision));
-                audit.finish(pending, decision, outcome, "hub").await;
+                audit
+                    .finish(pending, *decision, outcome, ServedBy::Hub)
+                    .await;
             }
             let failed = response.as_ref().err().map(Status::code);
             if out.send(response).await.is_err() {

@@ -7,7 +7,7 @@ use crate::describe::Description;
 use crate::errors::GatewayError;
 use crate::identity::Identity;
 use crate::method::{self, Method};
-use crate::policy::audit::{self, StreamAudit};
+use crate::policy::audit::{self, ServedBy, StreamAudit};
 use crate::policy::stream::StreamCaller;
 use crate::tenant::Tenant;
 use crate::upstream::Conn;
@@ -36,7 +36,7 @@ impl Gateway {
         let timer = self.metrics.grpc.start(&method::WATCH);
         let caller = self.watch_caller(&mut request);
         let admitted = (caller.as_ref()).map(|c| c.as_ref().is_some_and(|c| c.tenant.is_some()));
-        self.account_opening(&method::WATCH, &request, admitted, "hub")
+        self.account_opening(&method::WATCH, &request, admitted, ServedBy::Hub)
             .await;
         match caller {
             Ok(caller) => {
@@ -138,7 +138,7 @@ impl Gateway {
         // is audited.
         let admitted = self.admit_stream(&method::LEASE_KEEP_ALIVE, &mut request);
         let opening = admitted.as_ref().map(Option::is_some);
-        self.account_opening(&method::LEASE_KEEP_ALIVE, &request, opening, "hub")
+        self.account_opening(&method::LEASE_KEEP_ALIVE, &request, opening, ServedBy::Hub)
             .await;
         match admitted {
             Ok(tenant) => {

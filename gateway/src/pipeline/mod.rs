@@ -17,7 +17,7 @@ use crate::method::{self, Method};
 use crate::metrics::{Metrics, Prefix, RpcTimer};
 use crate::mirror::{Declined, Mirror, RangeAnswer};
 use crate::namespace::{Confine, Namespace, Strip};
-use crate::policy::audit::{self, Audit, Pending};
+use crate::policy::audit::{self, Audit, Pending, ServedBy, Verdict};
 use crate::policy::Policy;
 use crate::revision::{Revisioned, SeenRevision};
 use crate::shutdown::Shutdown;
@@ -60,7 +60,7 @@ impl Admitted {
         self.tenant.as_ref().map(|t| &t.namespace)
     }
 
-    fn decision(&self) -> &'static str {
+    fn decision(&self) -> Verdict {
         audit::allowed(self.tenant.is_some())
     }
 }
@@ -110,7 +110,7 @@ impl Gateway {
         if let (Some(claim), Some(revision)) = (admitted.claim.take(), revision) {
             claim.written(revision);
         }
-        self.finish(admitted, &result, "upstream").await;
+        self.finish(admitted, &result, ServedBy::Upstream).await;
         result
     }
 
@@ -131,7 +131,7 @@ impl Gateway {
             Err(status) => {
                 timer.finish(status.code());
                 let who = request.extensions().get::<Identity>();
-                self.account(audit, who, "deny", Err(&status), "keygate")
+                self.account(audit, who, Verdict::Deny, Err(&status), ServedBy::Keygate)
                     .await;
                 return Err(status);
             }
@@ -159,7 +159,7 @@ impl Gateway {
         &self,
         admitted: Admitted,
         result: &Result<Response<R>, Status>,
-        served_by: &'static str,
+        served_by: ServedBy,
     ) {
         let decision = admitted.decision();
         let Admitted {
@@ -283,7 +283,7 @@ impl Gateway {
     ) -> Result<Response<RangeAnswer>, Status> {
         let admitted = self.begin(&method::RANGE, &mut request).await?;
         let encoded = encoded && admitted.tenant.is_none();
-        let mut served_by = "upstream";
+        let mut served_by = ServedBy::Upstream;
         let consistency = if request.get_ref().serializable {
             "serializable"
         } else {
@@ -292,7 +292,7 @@ impl Gateway {
         let result = match self.read_from_mirror(&request, encoded).await {
             Ok(response) => {
                 self.metrics.mirror.served(request.get_ref().serializable);
-                served_by = "mirror";
+                served_by = ServedBy::Mirror;
                 Ok(Response::new(response))
             }
             Err(declined) => {
@@ -325,9 +325,9 @@ impl Gateway {
         &self,
         pending: Option<Pending>,
         who: Option<&Identity>,
-        decision: &'static str,
+        decision: Verdict,
         outcome: Result<Option<i64>, &Status>,
-        served_by: &'static str,
+        served_by: ServedBy,
     ) {
         if let (Some(audit), Some(pending)) = (&self.audit, pending) {
             // Boxed, so that requests without an auditor do not carry its state.
@@ -342,7 +342,7 @@ impl Gateway {
         method: &'static Method,
         request: &Request<T>,
         admitted: Result<bool, &Status>,
-        served_by: &'static str,
+        served_by: ServedBy,
     ) {
         if self.audit.is_none() {
             return;
@@ -351,7 +351,7 @@ impl Gateway {
         let who = request.extensions().get::<Identity>();
         let (decision, outcome) = match admitted {
             Ok(namespaced) => (audit::allowed(namespaced), Ok(None)),
-            Err(status) => ("deny", Err(status)),
+            Err(status) => (Verdict::Deny, Err(status)),
         };
         self.account(Some(pending), who, decision, outcome, served_by)
             .await;

@@ -9,6 +9,7 @@ use crate::identity::Identity;
 use crate::method::Method;
 use crate::metrics::RpcTimer;
 use crate::namespace::{Confine, Namespace, Strip};
+use crate::policy::audit::ServedBy;
 use crate::policy::stream::{Screen, Screened, StreamCaller};
 use crate::relay::{client_messages, relay_when_open, Opening, Relay};
 use crate::revision::Revisioned;
@@ -42,15 +43,21 @@ impl Gateway {
         // The stream's event says how it opened.
         match self.forward(method, request, call).await {
             Ok(response) => {
-                self.account(audit, who.as_ref(), decision, Ok(None), "upstream")
+                self.account(audit, who.as_ref(), decision, Ok(None), ServedBy::Upstream)
                     .await;
                 Ok(response
                     .map(|upstream| self.relay(method, upstream, (None, None, namespace), timer)))
             }
             Err(status) => {
                 timer.finish(status.code());
-                self.account(audit, who.as_ref(), decision, Err(&status), "upstream")
-                    .await;
+                self.account(
+                    audit,
+                    who.as_ref(),
+                    decision,
+                    Err(&status),
+                    ServedBy::Upstream,
+                )
+                .await;
                 Err(status)
             }
         }
@@ -72,7 +79,7 @@ impl Gateway {
         let timer = self.metrics.grpc.start(method);
         if let Err(status) = self.identify(method, &mut request) {
             timer.finish(status.code());
-            self.account_opening(method, &request, Err(&status), "keygate")
+            self.account_opening(method, &request, Err(&status), ServedBy::Keygate)
                 .await;
             return Err(status);
         }
@@ -85,7 +92,7 @@ impl Gateway {
                 Ok(namespace) => namespace,
                 Err(status) => {
                     timer.finish(status.code());
-                    self.account_opening(method, &request, Err(&status), "keygate")
+                    self.account_opening(method, &request, Err(&status), ServedBy::Keygate)
                         .await;
                     return Err(status);
                 }
@@ -111,7 +118,7 @@ impl Gateway {
         }
         let (screen, refused) = screen.unzip();
         let opening = Ok(namespace.is_some());
-        self.account_opening(method, &request, opening, "upstream")
+        self.account_opening(method, &request, opening, ServedBy::Upstream)
             .await;
         let member = match self.pool.pick() {
             Ok(member) => member,

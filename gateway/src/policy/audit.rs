@@ -20,12 +20,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
+pub use super::authorizer::bindings::keygate::plugin::types::{ServedBy, Verdict};
+
 /// The audit's word for an allowed request: in a namespace or not.
-pub fn allowed(namespaced: bool) -> &'static str {
+pub fn allowed(namespaced: bool) -> Verdict {
     if namespaced {
-        "allow-in-namespace"
+        Verdict::AllowInNamespace
     } else {
-        "allow"
+        Verdict::Allow
     }
 }
 
@@ -34,11 +36,11 @@ pub struct Event {
     time_us: u64,
     identity: Option<Identity>,
     description: Description,
-    decision: &'static str,
+    decision: Verdict,
     status: Option<(u32, String)>,
     revision: i64,
     latency_us: u64,
-    served_by: &'static str,
+    served_by: ServedBy,
 }
 
 /// A request being timed for its audit event.
@@ -139,9 +141,9 @@ impl Audit {
         &self,
         pending: Pending,
         identity: Option<&Identity>,
-        decision: &'static str,
+        decision: Verdict,
         outcome: Result<Option<i64>, &Status>,
-        served_by: &'static str,
+        served_by: ServedBy,
     ) {
         let event = Event {
             time_us: pending.time_us,
@@ -297,9 +299,9 @@ impl StreamAudit {
     pub async fn finish(
         &self,
         pending: Pending,
-        decision: &'static str,
+        decision: Verdict,
         outcome: Result<Option<i64>, &Status>,
-        served_by: &'static str,
+        served_by: ServedBy,
     ) {
         (self.audit)
             .finish(pending, self.who.as_ref(), decision, outcome, served_by)

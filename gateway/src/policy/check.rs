@@ -42,7 +42,7 @@ pub fn check(file: &str, config_file: Option<&str>) -> Result<String, String> {
     let metrics = PluginMetrics::register(&registry).map_err(|e| e.to_string())?;
     let plugin = Plugin::from_bytes(&engine.engine, &plugin_config, &bytes, &metrics)
         .map_err(|e| e.to_string())?;
-    let _ = writeln!(out, "init: ok (world keygate:plugin/authorizer@0.1.0)");
+    let _ = writeln!(out, "init: ok (world keygate:plugin/authorizer@0.2.0)");
     let who = Identity {
         source: Source::Anonymous,
         name: String::new(),

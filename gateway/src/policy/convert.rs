@@ -1,8 +1,9 @@
 //! keygate's identity and request description as the WIT records plugins receive.
 
 use super::authorizer::bindings::keygate::plugin::types as wit;
-use crate::describe::{Access, Description};
+use crate::describe::{Access, Description, Flags};
 use crate::identity::{Identity, Source};
+use crate::method::{self, Method};
 use wasmtime::component::{ComponentType, Lower};
 
 fn source(source: Source) -> wit::IdentitySource {
@@ -23,6 +24,91 @@ fn access(access: Access) -> wit::Access {
     }
 }
 
+/// The WIT operation of each method, in `method::ALL`'s order (checked by a test below).
+const OPERATIONS: [wit::Operation; method::ALL.len()] = {
+    use wit::Operation::*;
+    [
+        Range,
+        Put,
+        DeleteRange,
+        Txn,
+        Compact,
+        Watch,
+        LeaseGrant,
+        LeaseRevoke,
+        LeaseKeepAlive,
+        LeaseTimeToLive,
+        LeaseLeases,
+        MemberAdd,
+        MemberRemove,
+        MemberUpdate,
+        MemberList,
+        MemberPromote,
+        Alarm,
+        Status,
+        Defragment,
+        Hash,
+        HashKv,
+        Snapshot,
+        MoveLeader,
+        Downgrade,
+        AuthEnable,
+        AuthDisable,
+        AuthStatus,
+        Authenticate,
+        UserAdd,
+        UserGet,
+        UserList,
+        UserDelete,
+        UserChangePassword,
+        UserGrantRole,
+        UserRevokeRole,
+        RoleAdd,
+        RoleGet,
+        RoleList,
+        RoleDelete,
+        RoleGrantPermission,
+        RoleRevokePermission,
+        Lock,
+        Unlock,
+        Campaign,
+        Proclaim,
+        Leader,
+        Observe,
+        Resign,
+        HealthCheck,
+        HealthWatch,
+    ]
+};
+
+fn operation(method: &Method) -> wit::Operation {
+    OPERATIONS[method.index]
+}
+
+fn flags(flags: Flags) -> wit::RequestFlags {
+    const PAIRS: [(Flags, wit::RequestFlags); 10] = [
+        (Flags::SERIALIZABLE, wit::RequestFlags::SERIALIZABLE),
+        (Flags::KEYS_ONLY, wit::RequestFlags::KEYS_ONLY),
+        (Flags::COUNT_ONLY, wit::RequestFlags::COUNT_ONLY),
+        (Flags::PREV_KV, wit::RequestFlags::PREV_KV),
+        (Flags::IGNORE_VALUE, wit::RequestFlags::IGNORE_VALUE),
+        (Flags::IGNORE_LEASE, wit::RequestFlags::IGNORE_LEASE),
+        (Flags::PHYSICAL, wit::RequestFlags::PHYSICAL),
+        (Flags::PROGRESS_NOTIFY, wit::RequestFlags::PROGRESS_NOTIFY),
+        (Flags::FRAGMENT, wit::RequestFlags::FRAGMENT),
+        (Flags::KEYS, wit::RequestFlags::KEYS),
+    ];
+    let mut out = wit::RequestFlags::empty();
+    if flags != Flags::default() {
+        for (ours, theirs) in PAIRS {
+            if flags.contains(ours) {
+                out |= theirs;
+            }
+        }
+    }
+    out
+}
+
 pub fn identity(who: &Identity) -> wit::Identity {
     wit::Identity {
         source: source(who.source),
@@ -38,8 +124,7 @@ pub fn identity(who: &Identity) -> wit::Identity {
 
 pub fn request(what: &Description) -> wit::Request {
     wit::Request {
-        service: what.method.service.to_string(),
-        method: what.method.name.to_string(),
+        operation: operation(what.method),
         read_only: what.method.read_only,
         ranges: what
             .ranges
@@ -52,7 +137,7 @@ pub fn request(what: &Description) -> wit::Request {
             .collect(),
         value_bytes: what.value_bytes,
         lease: what.lease,
-        flags: what.flags.iter().map(|f| f.to_string()).collect(),
+        flags: flags(what.flags),
     }
 }
 
@@ -67,7 +152,7 @@ pub struct AuditEventView<'a> {
     pub time_us: u64,
     pub identity: IdentityView<'a>,
     pub request: RequestView<'a>,
-    pub decision: &'a str,
+    pub decision: wit::Verdict,
     #[component(name = "status-code")]
     pub status_code: u32,
     #[component(name = "status-message")]
@@ -76,7 +161,7 @@ pub struct AuditEventView<'a> {
     #[component(name = "latency-us")]
     pub latency_us: u64,
     #[component(name = "served-by")]
-    pub served_by: &'a str,
+    pub served_by: wit::ServedBy,
 }
 
 #[derive(ComponentType, Lower)]
@@ -91,15 +176,14 @@ pub struct IdentityView<'a> {
 #[derive(ComponentType, Lower)]
 #[component(record)]
 pub struct RequestView<'a> {
-    pub service: &'a str,
-    pub method: &'a str,
+    pub operation: wit::Operation,
     #[component(name = "read-only")]
     pub read_only: bool,
     pub ranges: Vec<KeyRangeView<'a>>,
     #[component(name = "value-bytes")]
     pub value_bytes: u64,
     pub lease: i64,
-    pub flags: &'a [&'static str],
+    pub flags: wit::RequestFlags,
 }
 
 #[derive(ComponentType, Lower)]
@@ -130,8 +214,7 @@ pub fn identity_view(who: Option<&Identity>) -> IdentityView<'_> {
 
 pub fn request_view(what: &Description) -> RequestView<'_> {
     RequestView {
-        service: what.method.service,
-        method: what.method.name,
+        operation: operation(what.method),
         read_only: what.method.read_only,
         ranges: (what.ranges.iter())
             .map(|r| KeyRangeView {
@@ -142,6 +225,54 @@ pub fn request_view(what: &Description) -> RequestView<'_> {
             .collect(),
         value_bytes: what.value_bytes,
         lease: what.lease,
-        flags: &what.flags,
+        flags: flags(what.flags),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each method's operation is the method's name in the WIT's kebab case.
+    #[test]
+    fn operations_follow_the_method_table() {
+        for m in method::ALL {
+            let op = format!("{:?}", operation(m)).to_lowercase();
+            let name = match m.service {
+                "grpc.health.v1.Health" => format!("Health{}", m.name),
+                _ => m.name.to_string(),
+            };
+            assert_eq!(
+                op,
+                format!("operation::{}", name.to_lowercase()),
+                "{}",
+                m.path
+            );
+        }
+    }
+
+    #[test]
+    fn every_flag_is_carried() {
+        let all = [
+            Flags::SERIALIZABLE,
+            Flags::KEYS_ONLY,
+            Flags::COUNT_ONLY,
+            Flags::PREV_KV,
+            Flags::IGNORE_VALUE,
+            Flags::IGNORE_LEASE,
+            Flags::PHYSICAL,
+            Flags::PROGRESS_NOTIFY,
+            Flags::FRAGMENT,
+            Flags::KEYS,
+        ];
+        let mut seen = wit::RequestFlags::empty();
+        for f in all {
+            let carried = flags(f);
+            assert_ne!(carried, wit::RequestFlags::empty());
+            assert_eq!(seen & carried, wit::RequestFlags::empty(), "{f:?} twice");
+            seen |= carried;
+        }
+        assert_eq!(seen, wit::RequestFlags::all());
+        assert_eq!(flags(Flags::default()), wit::RequestFlags::empty());
     }
 }

@@ -5,7 +5,7 @@
 //! allowed in the same namespace and are rewritten into it, keep-alives must name the tenant's
 //! own leases.
 
-use super::audit::Audit;
+use super::audit::{Audit, ServedBy, Verdict};
 use super::Policy;
 use crate::describe::{Describe, Description};
 use crate::identity::Identity;
@@ -155,7 +155,7 @@ impl<Resp> Screen<Resp> {
         let caller = &self.caller;
         if let (Some(audit), Some(pending)) = (&self.audit, pending) {
             let decision = match &result {
-                Err(_) => "deny",
+                Err(_) => Verdict::Deny,
                 Ok(()) => super::audit::allowed(caller.tenant.is_some()),
             };
             let outcome = result.as_ref().map(|()| None);
@@ -164,7 +164,7 @@ impl<Resp> Screen<Resp> {
                 Some(&caller.identity),
                 decision,
                 outcome,
-                "upstream",
+                ServedBy::Upstream,
             ))
             .await;
         }

@@ -10,7 +10,7 @@ use super::Hub;
 use crate::describe::Description;
 use crate::errors::GatewayError;
 use crate::metrics::RpcTimer;
-use crate::policy::audit::{Audit, Pending, StreamAudit};
+use crate::policy::audit::{Audit, Pending, ServedBy, StreamAudit, Verdict};
 use crate::policy::stream::StreamCaller;
 use keygate_proto::etcdserverpb::watch_request::RequestUnion;
 use keygate_proto::etcdserverpb::{
@@ -166,7 +166,7 @@ impl Stream {
             .map(|(caller, what)| super::admit_create(caller, what, &mut create));
         let tenancy = match checked {
             Some(Err(status)) => {
-                self.audited(pending, "deny", Err(&status)).await;
+                self.audited(pending, Verdict::Deny, Err(&status)).await;
                 return self.send(refused(status.message())).await;
             }
             Some(Ok(tenancy)) => tenancy,
@@ -248,11 +248,13 @@ impl Stream {
     async fn audited(
         &self,
         pending: Option<Pending>,
-        decision: &'static str,
+        decision: Verdict,
         outcome: Result<Option<i64>, &Status>,
     ) {
         if let (Some(pending), Some(audit)) = (pending, &self.audit) {
-            audit.finish(pending, decision, outcome, "hub").await;
+            audit
+                .finish(pending, decision, outcome, ServedBy::Hub)
+                .await;
         }
     }
 

@@ -13,8 +13,14 @@
 //! ```
 
 pub mod keys;
+mod operation;
+
+pub use operation::operations;
 
 /// The authorizer world: implement [`authorizer::Guest`], then `export_authorizer!(YourType)`.
+// The generated export takes `authorize`'s 14 flat parameters (identity and request fit the
+// canonical ABI's 16, so keygate passes them in registers rather than through memory).
+#[allow(clippy::too_many_arguments)]
 pub mod authorizer {
     wit_bindgen::generate!({
         world: "authorizer",
@@ -24,7 +30,9 @@ pub mod authorizer {
         default_bindings_module: "keygate_plugin_sdk::authorizer",
     });
     pub use self::keygate::plugin::host::{count, log, Level};
-    pub use self::keygate::plugin::types::{Access, Denial, IdentitySource, KeyRange};
+    pub use self::keygate::plugin::types::{
+        Access, Denial, IdentitySource, KeyRange, Operation, RequestFlags,
+    };
 
     /// The gRPC code etcd uses for a refused request.
     pub const PERMISSION_DENIED: u32 = 7;
@@ -47,10 +55,6 @@ pub mod authorizer {
         pub fn writes(&self) -> impl Iterator<Item = &KeyRange> {
             self.ranges.iter().filter(|r| r.access == Access::Write)
         }
-        /// Whether the request carries `flag`.
-        pub fn has_flag(&self, flag: &str) -> bool {
-            self.flags.iter().any(|f| f == flag)
-        }
     }
 }
 
@@ -62,9 +66,17 @@ pub mod auditor {
         pub_export_macro: true,
         export_macro_name: "export_auditor",
         default_bindings_module: "keygate_plugin_sdk::auditor",
+        // One set of types for both worlds: what an authorizer sees is what an auditor sees.
+        with: {
+            "keygate:plugin/types@0.2.0": crate::authorizer::keygate::plugin::types,
+            "keygate:plugin/host@0.2.0": crate::authorizer::keygate::plugin::host,
+        },
     });
-    pub use self::keygate::plugin::host::{count, log, Level};
-    pub use self::keygate::plugin::types::{Access, Identity, IdentitySource, KeyRange, Request};
+    pub use crate::authorizer::keygate::plugin::host::{count, log, Level};
+    pub use crate::authorizer::keygate::plugin::types::{
+        Access, Identity, IdentitySource, KeyRange, Operation, Request, RequestFlags, ServedBy,
+        Verdict,
+    };
 }
 
 /// Parses the plugin's configuration (keygate passes the plugin's `config` table as JSON);

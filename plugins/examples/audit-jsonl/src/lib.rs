@@ -5,15 +5,22 @@
 //! Config: {"methods": ["Put", "DeleteRange", "Txn"], "key_segments": 2, "outcomes": "all" | "denied"}
 
 use keygate_plugin_sdk::auditor::{
-    export_auditor, Access, AuditEvent, Guest, IdentitySource, KeyRange,
+    export_auditor, Access, AuditEvent, Guest, IdentitySource, KeyRange, Operation,
 };
-use keygate_plugin_sdk::{parse_config, State};
+use keygate_plugin_sdk::{operations, parse_config, State};
 use std::borrow::Cow;
 
 #[derive(serde::Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 struct Config {
     methods: Vec<String>,
+    key_segments: Option<usize>,
+    outcomes: Outcomes,
+}
+
+/// The configuration with its method names resolved.
+struct Settings {
+    methods: Vec<Operation>,
     key_segments: Option<usize>,
     outcomes: Outcomes,
 }
@@ -26,7 +33,7 @@ enum Outcomes {
     Denied,
 }
 
-static CONFIG: State<Config> = State::new();
+static CONFIG: State<Settings> = State::new();
 
 /// Room for a typical record (a request naming one or two keys).
 const RECORD_BYTES: usize = 512;
@@ -52,17 +59,17 @@ fn key(bytes: &[u8], segments: Option<usize>) -> Cow<'_, str> {
 struct Record<'a> {
     time_us: u64,
     identity: Who<'a>,
-    method: &'a str,
-    service: &'a str,
+    method: &'static str,
+    service: &'static str,
     ranges: Vec<Range<'a>>,
     value_bytes: u64,
     lease: i64,
-    decision: &'a str,
+    decision: &'static str,
     status_code: u32,
     status_message: &'a str,
     revision: i64,
     latency_us: u64,
-    served_by: &'a str,
+    served_by: &'static str,
 }
 
 #[derive(serde::Serialize)]
@@ -93,7 +100,7 @@ fn range(r: &KeyRange, segments: Option<usize>) -> Range<'_> {
     }
 }
 
-fn record(e: &AuditEvent, config: &Config) -> String {
+fn record(e: &AuditEvent, config: &Settings) -> String {
     let source = match e.identity.source {
         IdentitySource::Anonymous => "anonymous",
         IdentitySource::Certificate => "certificate",
@@ -107,19 +114,19 @@ fn record(e: &AuditEvent, config: &Config) -> String {
             name: &e.identity.name,
             peer: &e.identity.peer,
         },
-        method: &e.request.method,
-        service: &e.request.service,
+        method: e.request.operation.name(),
+        service: e.request.operation.service(),
         ranges: (e.request.ranges.iter())
             .map(|r| range(r, config.key_segments))
             .collect(),
         value_bytes: e.request.value_bytes,
         lease: e.request.lease,
-        decision: &e.decision,
+        decision: e.decision.name(),
         status_code: e.status_code,
         status_message: &e.status_message,
         revision: e.revision,
         latency_us: e.latency_us,
-        served_by: &e.served_by,
+        served_by: e.served_by.name(),
     };
     // One allocation for most records; serializing plain strings and numbers cannot fail.
     let mut line = Vec::with_capacity(RECORD_BYTES);
@@ -133,7 +140,12 @@ struct AuditJsonl;
 
 impl Guest for AuditJsonl {
     fn init(config: String) -> Result<(), String> {
-        CONFIG.set(parse_config(&config)?)
+        let config: Config = parse_config(&config)?;
+        CONFIG.set(Settings {
+            methods: operations("methods", &config.methods)?,
+            key_segments: config.key_segments,
+            outcomes: config.outcomes,
+        })
     }
 
     fn on_batch(events: Vec<AuditEvent>) -> Vec<String> {
@@ -142,7 +154,7 @@ impl Guest for AuditJsonl {
         };
         events
             .iter()
-            .filter(|e| config.methods.is_empty() || config.methods.contains(&e.request.method))
+            .filter(|e| config.methods.is_empty() || config.methods.contains(&e.request.operation))
             .filter(|e| config.outcomes == Outcomes::All || e.status_code != 0)
             .map(|e| record(e, config))
             .collect()

@@ -11,9 +11,9 @@
 //! Namespaces must not overlap: no tenant's prefix may be a prefix of another's.
 
 use keygate_plugin_sdk::authorizer::{
-    export_authorizer, permission_denied, Decision, Guest, Identity, Request,
+    export_authorizer, permission_denied, Decision, Guest, Identity, Operation, Request,
 };
-use keygate_plugin_sdk::{keys, parse_config, State};
+use keygate_plugin_sdk::{keys, operations, parse_config, State};
 use std::collections::BTreeMap;
 
 #[derive(serde::Deserialize, Default)]
@@ -26,8 +26,17 @@ struct Config {
     cluster_methods: Vec<String>,
 }
 
+/// The configuration, checked, with method names resolved.
+struct Rules {
+    tenants: BTreeMap<String, String>,
+    admins: Vec<String>,
+    mode: Mode,
+    tenant_methods: Vec<Operation>,
+    cluster_methods: Vec<Operation>,
+}
+
 impl Config {
-    fn check(self) -> Result<Self, String> {
+    fn check(self) -> Result<Rules, String> {
         for (name, prefix) in &self.tenants {
             if prefix.is_empty() {
                 return Err(format!("tenants.{name}: empty prefix"));
@@ -42,7 +51,13 @@ impl Config {
                 ));
             }
         }
-        Ok(self)
+        Ok(Rules {
+            tenant_methods: operations("tenant_methods", &self.tenant_methods)?,
+            cluster_methods: operations("cluster_methods", &self.cluster_methods)?,
+            tenants: self.tenants,
+            admins: self.admins,
+            mode: self.mode,
+        })
     }
 }
 
@@ -55,19 +70,19 @@ enum Mode {
 }
 
 /// What a tenant may call, besides `tenant_methods`.
-const TENANT_METHODS: &[&str] = &[
-    "Range",
-    "Put",
-    "DeleteRange",
-    "Txn",
-    "Watch",
-    "LeaseGrant",
-    "LeaseRevoke",
-    "LeaseKeepAlive",
-    "LeaseTimeToLive",
+const TENANT_METHODS: &[Operation] = &[
+    Operation::Range,
+    Operation::Put,
+    Operation::DeleteRange,
+    Operation::Txn,
+    Operation::Watch,
+    Operation::LeaseGrant,
+    Operation::LeaseRevoke,
+    Operation::LeaseKeepAlive,
+    Operation::LeaseTimeToLive,
 ];
 
-static CONFIG: State<Config> = State::new();
+static CONFIG: State<Rules> = State::new();
 
 struct TenantIsolation;
 
@@ -87,13 +102,13 @@ impl Guest for TenantIsolation {
             return permission_denied();
         };
         if config.mode == Mode::Namespace {
-            if config.cluster_methods.contains(&what.method) {
+            if config.cluster_methods.contains(&what.operation) {
                 return Decision::Allow;
             }
             return Decision::AllowInNamespace(prefix.as_bytes().to_vec());
         }
-        let method_ok = TENANT_METHODS.contains(&what.method.as_str())
-            || config.tenant_methods.contains(&what.method);
+        let method_ok = TENANT_METHODS.contains(&what.operation)
+            || config.tenant_methods.contains(&what.operation);
         if !method_ok {
             return permission_denied();
         }

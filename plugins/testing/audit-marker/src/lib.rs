@@ -23,7 +23,7 @@ impl Guest for AuditMarker {
             .iter()
             .map(|e| Record {
                 marker: "audit-marker",
-                method: &e.request.method,
+                method: e.request.operation.name(),
                 key: (e.request.ranges.first())
                     .map(|r| String::from_utf8_lossy(&r.key).into_owned())
                     .unwrap_or_default(),
