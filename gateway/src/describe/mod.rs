@@ -24,27 +24,9 @@ pub struct KeyRange {
     pub access: Access,
 }
 
-/// The request options a description names, as a set (etcd's request field names, the WIT's
-/// `request-flags`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Flags(u16);
-
-impl Flags {
-    pub const SERIALIZABLE: Flags = Flags(1);
-    pub const KEYS_ONLY: Flags = Flags(1 << 1);
-    pub const COUNT_ONLY: Flags = Flags(1 << 2);
-    pub const PREV_KV: Flags = Flags(1 << 3);
-    pub const IGNORE_VALUE: Flags = Flags(1 << 4);
-    pub const IGNORE_LEASE: Flags = Flags(1 << 5);
-    pub const PHYSICAL: Flags = Flags(1 << 6);
-    pub const PROGRESS_NOTIFY: Flags = Flags(1 << 7);
-    pub const FRAGMENT: Flags = Flags(1 << 8);
-    pub const KEYS: Flags = Flags(1 << 9);
-
-    pub fn contains(self, flags: Flags) -> bool {
-        self.0 & flags.0 == flags.0
-    }
-}
+/// The request options a description names, as a set: the WIT's `request-flags`, named as
+/// etcd's request fields.
+pub use crate::policy::authorizer::bindings::keygate::plugin::types::RequestFlags as Flags;
 
 /// The normalized description of one RPC.
 #[derive(Clone, Debug)]
@@ -66,7 +48,7 @@ impl Description {
             ranges: Vec::new(),
             value_bytes: 0,
             lease: 0,
-            flags: Flags::default(),
+            flags: Flags::empty(),
             puts: Vec::new(),
         }
     }
@@ -88,7 +70,7 @@ impl Description {
 
     pub(crate) fn flag(&mut self, on: bool, flag: Flags) {
         if on {
-            self.flags.0 |= flag.0;
+            self.flags |= flag;
         }
     }
 }

@@ -1,9 +1,8 @@
 //! keygate's identity and request description as the WIT records plugins receive.
 
 use super::authorizer::bindings::keygate::plugin::types as wit;
-use crate::describe::{Access, Description, Flags};
+use crate::describe::{Access, Description};
 use crate::identity::{Identity, Source};
-use crate::method::{self, Method};
 use wasmtime::component::{ComponentType, Lower};
 
 fn source(source: Source) -> wit::IdentitySource {
@@ -24,91 +23,6 @@ fn access(access: Access) -> wit::Access {
     }
 }
 
-/// The WIT operation of each method, in `method::ALL`'s order (checked by a test below).
-const OPERATIONS: [wit::Operation; method::ALL.len()] = {
-    use wit::Operation::*;
-    [
-        Range,
-        Put,
-        DeleteRange,
-        Txn,
-        Compact,
-        Watch,
-        LeaseGrant,
-        LeaseRevoke,
-        LeaseKeepAlive,
-        LeaseTimeToLive,
-        LeaseLeases,
-        MemberAdd,
-        MemberRemove,
-        MemberUpdate,
-        MemberList,
-        MemberPromote,
-        Alarm,
-        Status,
-        Defragment,
-        Hash,
-        HashKv,
-        Snapshot,
-        MoveLeader,
-        Downgrade,
-        AuthEnable,
-        AuthDisable,
-        AuthStatus,
-        Authenticate,
-        UserAdd,
-        UserGet,
-        UserList,
-        UserDelete,
-        UserChangePassword,
-        UserGrantRole,
-        UserRevokeRole,
-        RoleAdd,
-        RoleGet,
-        RoleList,
-        RoleDelete,
-        RoleGrantPermission,
-        RoleRevokePermission,
-        Lock,
-        Unlock,
-        Campaign,
-        Proclaim,
-        Leader,
-        Observe,
-        Resign,
-        HealthCheck,
-        HealthWatch,
-    ]
-};
-
-fn operation(method: &Method) -> wit::Operation {
-    OPERATIONS[method.index]
-}
-
-fn flags(flags: Flags) -> wit::RequestFlags {
-    const PAIRS: [(Flags, wit::RequestFlags); 10] = [
-        (Flags::SERIALIZABLE, wit::RequestFlags::SERIALIZABLE),
-        (Flags::KEYS_ONLY, wit::RequestFlags::KEYS_ONLY),
-        (Flags::COUNT_ONLY, wit::RequestFlags::COUNT_ONLY),
-        (Flags::PREV_KV, wit::RequestFlags::PREV_KV),
-        (Flags::IGNORE_VALUE, wit::RequestFlags::IGNORE_VALUE),
-        (Flags::IGNORE_LEASE, wit::RequestFlags::IGNORE_LEASE),
-        (Flags::PHYSICAL, wit::RequestFlags::PHYSICAL),
-        (Flags::PROGRESS_NOTIFY, wit::RequestFlags::PROGRESS_NOTIFY),
-        (Flags::FRAGMENT, wit::RequestFlags::FRAGMENT),
-        (Flags::KEYS, wit::RequestFlags::KEYS),
-    ];
-    let mut out = wit::RequestFlags::empty();
-    if flags != Flags::default() {
-        for (ours, theirs) in PAIRS {
-            if flags.contains(ours) {
-                out |= theirs;
-            }
-        }
-    }
-    out
-}
-
 pub fn identity(who: &Identity) -> wit::Identity {
     wit::Identity {
         source: source(who.source),
@@ -124,7 +38,7 @@ pub fn identity(who: &Identity) -> wit::Identity {
 
 pub fn request(what: &Description) -> wit::Request {
     wit::Request {
-        operation: operation(what.method),
+        operation: what.method.operation,
         read_only: what.method.read_only,
         ranges: what
             .ranges
@@ -137,7 +51,7 @@ pub fn request(what: &Description) -> wit::Request {
             .collect(),
         value_bytes: what.value_bytes,
         lease: what.lease,
-        flags: flags(what.flags),
+        flags: what.flags,
     }
 }
 
@@ -214,7 +128,7 @@ pub fn identity_view(who: Option<&Identity>) -> IdentityView<'_> {
 
 pub fn request_view(what: &Description) -> RequestView<'_> {
     RequestView {
-        operation: operation(what.method),
+        operation: what.method.operation,
         read_only: what.method.read_only,
         ranges: (what.ranges.iter())
             .map(|r| KeyRangeView {
@@ -225,54 +139,6 @@ pub fn request_view(what: &Description) -> RequestView<'_> {
             .collect(),
         value_bytes: what.value_bytes,
         lease: what.lease,
-        flags: flags(what.flags),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Each method's operation is the method's name in the WIT's kebab case.
-    #[test]
-    fn operations_follow_the_method_table() {
-        for m in method::ALL {
-            let op = format!("{:?}", operation(m)).to_lowercase();
-            let name = match m.service {
-                "grpc.health.v1.Health" => format!("Health{}", m.name),
-                _ => m.name.to_string(),
-            };
-            assert_eq!(
-                op,
-                format!("operation::{}", name.to_lowercase()),
-                "{}",
-                m.path
-            );
-        }
-    }
-
-    #[test]
-    fn every_flag_is_carried() {
-        let all = [
-            Flags::SERIALIZABLE,
-            Flags::KEYS_ONLY,
-            Flags::COUNT_ONLY,
-            Flags::PREV_KV,
-            Flags::IGNORE_VALUE,
-            Flags::IGNORE_LEASE,
-            Flags::PHYSICAL,
-            Flags::PROGRESS_NOTIFY,
-            Flags::FRAGMENT,
-            Flags::KEYS,
-        ];
-        let mut seen = wit::RequestFlags::empty();
-        for f in all {
-            let carried = flags(f);
-            assert_ne!(carried, wit::RequestFlags::empty());
-            assert_eq!(seen & carried, wit::RequestFlags::empty(), "{f:?} twice");
-            seen |= carried;
-        }
-        assert_eq!(seen, wit::RequestFlags::all());
-        assert_eq!(flags(Flags::default()), wit::RequestFlags::empty());
+        flags: what.flags,
     }
 }
