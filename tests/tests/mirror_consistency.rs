@@ -4,7 +4,9 @@
 //!   is linearizable, checked with `keygate_tests::linearizability`;
 //! - serializable reads through keygate give read-your-writes, and monotonic reads for one
 //!   client and across clients of the same keygate (a revision one client saw and passed on
-//!   is never newer than what the other then reads), while other writers keep the mirror busy.
+//!   is never newer than what the other then reads), while other writers keep the mirror busy;
+//! - both again on three members while the member the mirror watches keeps falling behind
+//!   (`Lagging`), so that the mirror trails writes etcd has acknowledged.
 //!
 //! Both check through /metrics that the mirror served the reads being judged.
 
@@ -15,10 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use keygate_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use keygate_proto::etcdserverpb::{MoveLeaderRequest, RangeRequest, RangeResponse, StatusRequest};
 use keygate_tests::linearizability::{self, Action, Operation};
 use keygate_tests::{Clients, EtcdCluster, Keygate};
-use mirror_common::{wait_serving, Reads};
+use mirror_common::{mirror_member, wait_leader, wait_serving, Reads};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -46,8 +48,9 @@ fn value_of(resp: &RangeResponse) -> Option<String> {
 }
 
 const CLIENTS: usize = 8;
-/// Clients whose puts go straight to etcd (their gets still go through keygate).
-const DIRECT_WRITERS: usize = 2;
+/// Clients whose puts go straight to etcd (their gets still go through keygate), one per
+/// member of a three-member cluster.
+const DIRECT_WRITERS: usize = 3;
 const OPS: usize = 600;
 const LIN_KEYS: &[&str] = &["lin/0", "lin/1", "lin/2"];
 
@@ -98,13 +101,116 @@ async fn client_history(
 async fn linearizable_reads_through_the_mirror_are_linearizable() -> Result<()> {
     let cluster = EtcdCluster::start(1).await?;
     let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
-    wait_serving(&keygate, Duration::from_secs(15)).await?;
-    let before = Reads::now(&keygate).await?;
+    linearizable_history(&cluster, &keygate).await
+}
+
+/// The same history on three members, while the mirror's member keeps lagging (`Lagging`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_stay_linearizable_while_the_mirrors_member_lags() -> Result<()> {
+    let lagging = Lagging::start().await?;
+    let verdict = linearizable_history(&lagging.cluster, &lagging.keygate).await;
+    lagging.finish().await?;
+    verdict
+}
+
+/// Three members, the mirror watching a follower that keeps falling behind: stopped (SIGSTOP)
+/// for 150 ms in every 300 while the other two carry on. Writes are then acknowledged (by the
+/// leader for keygate's, by every member for the direct writers') that the mirror's member has
+/// not applied; only a barrier (a linearizable read, answered through the leader) or a revision
+/// keygate returned knows of them, and a read that trusted the mirror's own member, or did not
+/// wait for the mirror to catch up, would be stale.
+struct Lagging {
+    cluster: Arc<EtcdCluster>,
+    keygate: Keygate,
+    member: usize,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Result<usize>>,
+}
+
+impl Lagging {
+    async fn start() -> Result<Lagging> {
+        let cluster = Arc::new(EtcdCluster::start(3).await?);
+        let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
+        wait_serving(&keygate, Duration::from_secs(15)).await?;
+        let member = mirror_member(&cluster, &[]).await?;
+        make_follower(&cluster, member).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(keep_lagging(cluster.clone(), member, stop.clone()));
+        Ok(Lagging {
+            cluster,
+            keygate,
+            member,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops the lagging; fails if the member was hardly ever stopped.
+    async fn finish(self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        let pauses = self.task.await??;
+        eprintln!(
+            "member {} (the mirror's) stopped {pauses} times",
+            self.member
+        );
+        ensure!(
+            pauses >= 3,
+            "the mirror's member was stopped only {pauses} times"
+        );
+        Ok(())
+    }
+}
+
+/// Moves etcd's leadership away from member `i`, if it leads.
+async fn make_follower(cluster: &EtcdCluster, i: usize) -> Result<()> {
+    let leader = wait_leader(cluster, &[], Duration::from_secs(10)).await?;
+    if leader != i {
+        return Ok(());
+    }
+    let target = (i + 1) % cluster.len();
+    let target_id = member_id(cluster, target).await?;
+    let mut c = cluster.clients(i).await?;
+    c.maintenance
+        .move_leader(MoveLeaderRequest { target_id })
+        .await
+        .context("MoveLeader")?;
+    let now = wait_leader(cluster, &[], Duration::from_secs(10)).await?;
+    ensure!(now != i, "member {i} still leads after MoveLeader");
+    Ok(())
+}
+
+async fn member_id(cluster: &EtcdCluster, i: usize) -> Result<u64> {
+    let mut c = cluster.clients(i).await?;
+    let status = c.maintenance.status(StatusRequest {}).await?.into_inner();
+    status
+        .header
+        .map(|h| h.member_id)
+        .context("Status without a header")
+}
+
+/// Stops member `i` for 150 ms in every 300 until told to stop; how many times it did.
+async fn keep_lagging(cluster: Arc<EtcdCluster>, i: usize, stop: Arc<AtomicBool>) -> Result<usize> {
+    let mut pauses = 0;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        cluster.pause(i)?;
+        pauses += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        cluster.resume(i)?;
+    }
+    Ok(pauses)
+}
+
+/// Runs the clients' histories through `keygate` (the direct writers' puts spread over the
+/// members) and checks them.
+async fn linearizable_history(cluster: &EtcdCluster, keygate: &Keygate) -> Result<()> {
+    wait_serving(keygate, Duration::from_secs(15)).await?;
+    let before = Reads::now(keygate).await?;
     let mut tasks = Vec::new();
     for id in 0..CLIENTS {
         // Each client on its own connection, as separate processes would be.
         let via = keygate.clients().await?;
-        let direct = cluster.clients(0).await?;
+        let direct = cluster.clients(id % cluster.len()).await?;
         tasks.push(tokio::spawn(client_history(id, via, direct)));
     }
     let mut history = Vec::new();
@@ -114,7 +220,7 @@ async fn linearizable_reads_through_the_mirror_are_linearizable() -> Result<()> 
         history.extend(h);
         failed_gets += f;
     }
-    let served = Reads::now(&keygate).await?.since(&before);
+    let served = Reads::now(keygate).await?.since(&before);
     let gets = history
         .iter()
         .filter(|o| matches!(o.action, Action::Get(_)))
@@ -137,7 +243,7 @@ async fn linearizable_reads_through_the_mirror_are_linearizable() -> Result<()> 
     ensure!(
         served.mirror_linearizable >= 0.8 * gets as f64,
         "the mirror served only {served:?} of {gets} gets: the history says little about it\n{}",
-        mirror_common::forwarded_reasons(&keygate).await?
+        mirror_common::forwarded_reasons(keygate).await?
     );
     Ok(())
 }
@@ -154,11 +260,25 @@ async fn noise(mut c: Clients, prefix: &'static str, stop: Arc<AtomicBool>) -> u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serializable_reads_give_read_your_writes_and_monotonic_reads() -> Result<()> {
-    const ROUNDS: usize = 300;
     let cluster = EtcdCluster::start(1).await?;
     let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
-    wait_serving(&keygate, Duration::from_secs(15)).await?;
-    let before = Reads::now(&keygate).await?;
+    serializable_reads(&cluster, &keygate).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serializable_reads_keep_their_guarantees_while_the_mirrors_member_lags() -> Result<()> {
+    let lagging = Lagging::start().await?;
+    let verdict = serializable_reads(&lagging.cluster, &lagging.keygate).await;
+    lagging.finish().await?;
+    verdict
+}
+
+/// A writes and reads its own key through keygate, B and C read what A and B tell them of,
+/// while other writers (one through keygate, one straight to etcd) keep the mirror busy.
+async fn serializable_reads(cluster: &EtcdCluster, keygate: &Keygate) -> Result<()> {
+    const ROUNDS: usize = 300;
+    wait_serving(keygate, Duration::from_secs(15)).await?;
+    let before = Reads::now(keygate).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let noisy = [
@@ -283,7 +403,7 @@ async fn serializable_reads_give_read_your_writes_and_monotonic_reads() -> Resul
     for t in noisy {
         noise_writes += t.await?;
     }
-    let served = Reads::now(&keygate).await?.since(&before);
+    let served = Reads::now(keygate).await?.since(&before);
     eprintln!(
         "{ROUNDS} rounds, C read {c_reads} times, {noise_writes} other writes; mirror served \
          {} serializable reads, {} reads forwarded; {} violations",
@@ -302,7 +422,7 @@ async fn serializable_reads_give_read_your_writes_and_monotonic_reads() -> Resul
         served.mirror_serializable >= 0.8 * (3 * ROUNDS) as f64,
         "the mirror served only {served:?} of {} serializable reads\n{}",
         3 * ROUNDS,
-        mirror_common::forwarded_reasons(&keygate).await?
+        mirror_common::forwarded_reasons(keygate).await?
     );
     Ok(())
 }

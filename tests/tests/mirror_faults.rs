@@ -21,7 +21,7 @@ use anyhow::{ensure, Context, Result};
 use keygate_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, RangeRequest};
 use keygate_tests::process::{poll_until, signal};
 use keygate_tests::{Clients, EtcdCluster, Keygate};
-use mirror_common::{differs, metric, wait_leader, wait_serving, watched_members, Reads};
+use mirror_common::{differs, metric, mirror_member, wait_leader, wait_serving, Reads};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -68,20 +68,6 @@ async fn compare_battery(via: &mut Clients, direct: &mut Clients) -> Vec<String>
         }
     }
     out
-}
-
-/// The one member with a watcher open (the mirror's), waited for.
-async fn mirror_member(cluster: &EtcdCluster, dead: &[usize]) -> Result<usize> {
-    let mut found = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while tokio::time::Instant::now() < deadline {
-        found = watched_members(cluster, dead).await?;
-        if found.len() == 1 {
-            return Ok(found[0]);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("expected one member with a watcher, found {found:?}")
 }
 
 struct Load {

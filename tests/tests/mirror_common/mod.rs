@@ -252,6 +252,20 @@ pub async fn watched_members(cluster: &EtcdCluster, dead: &[usize]) -> Result<Ve
     Ok(out)
 }
 
+/// The one member with a watcher open (the mirror's), waited for.
+pub async fn mirror_member(cluster: &EtcdCluster, dead: &[usize]) -> Result<usize> {
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        found = watched_members(cluster, dead).await?;
+        if found.len() == 1 {
+            return Ok(found[0]);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("expected one member with a watcher, found {found:?}")
+}
+
 pub fn b(s: &str) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(s.as_bytes())
 }
