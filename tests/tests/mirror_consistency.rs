@@ -475,5 +475,15 @@ async fn linearizable_reads_share_barriers_with_two_in_flight_at_most() -> Resul
         served.mirror_linearizable == READS as f64,
         "the mirror served {served:?}"
     );
+    // The two round trips that hung while etcd was stopped are timed as such.
+    let body = keygate_tests::watch_record::scrape(keygate.addr()).await?;
+    let timed = |family| keygate_tests::watch_record::metric_sum(&body, family);
+    let count = timed("keygate_mirror_barrier_seconds_count");
+    let seconds = timed("keygate_mirror_barrier_seconds_sum");
+    ensure!(
+        count == total + b0 && seconds >= 0.7,
+        "{count} barriers timed ({} counted) for {seconds} s in all; two hung for ~0.4 s each",
+        total + b0
+    );
     Ok(())
 }

@@ -16,6 +16,7 @@ pub struct MirrorMetrics {
     pub reads: IntCounterVec,
     pub barriers: IntCounter,
     pub barrier_batch: Histogram,
+    pub barrier_seconds: Histogram,
     pub relists: IntCounter,
     /// Times etcd's keyspace was found rewound or replaced under the mirror.
     pub rewinds: IntCounter,
@@ -77,6 +78,20 @@ impl MirrorMetrics {
                         "Linearizable reads sharing one barrier.",
                     )
                     .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+                )?,
+            )?,
+            barrier_seconds: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "keygate_mirror_barrier_seconds",
+                        "Round trip of each barrier: etcd's linearizable read (its ReadIndex) as \
+                         keygate waits for it.",
+                    )
+                    .buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 0.5, 1.0, 2.5,
+                    ]),
                 )?,
             )?,
             relists: counter(

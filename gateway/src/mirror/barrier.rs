@@ -89,7 +89,11 @@ impl Barrier {
             };
             self.metrics.barriers.inc();
             self.metrics.barrier_batch.observe(batch.len() as f64);
+            let started = std::time::Instant::now();
             let revision = self.round_trip().await;
+            self.metrics
+                .barrier_seconds
+                .observe(started.elapsed().as_secs_f64());
             for waiter in batch {
                 let _ = waiter.send(revision);
             }
