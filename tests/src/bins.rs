@@ -67,7 +67,9 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The keygate binary: `KEYGATE_BIN`, else the newest of `target/release/keygate` and
-/// `target/debug/keygate` (honouring `CARGO_TARGET_DIR`).
+/// `target/debug/keygate` (honouring `CARGO_TARGET_DIR`) — refused when keygate's sources
+/// changed after it was built, so that tests never judge code other than the tree's
+/// (`cargo test -p keygate-tests` does not rebuild the binary).
 pub fn keygate_bin() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("KEYGATE_BIN") {
         let bin = PathBuf::from(bin);
@@ -88,10 +90,36 @@ pub fn keygate_bin() -> Result<PathBuf> {
         })
         .max_by_key(|(modified, _): &(SystemTime, PathBuf)| *modified);
     match newest {
-        Some((_, p)) => Ok(p),
+        Some((built, p)) => {
+            let root = workspace_root();
+            let sources = ["gateway/src", "gateway/Cargo.toml", "proto"]
+                .iter()
+                .filter_map(|dir| newest_file(&root.join(dir)))
+                .max();
+            if sources.is_some_and(|changed| changed > built) {
+                bail!(
+                    "{} is older than keygate's sources: run `cargo build -p keygate` \
+                     (or `--release`), or set KEYGATE_BIN to test that binary anyway",
+                    p.display()
+                );
+            }
+            Ok(p)
+        }
         None => bail!(
             "no keygate binary under {}: run `cargo build -p keygate` or set KEYGATE_BIN",
             target.display()
         ),
     }
+}
+
+/// When the newest file under `path` (or `path` itself, a file) was last modified.
+fn newest_file(path: &Path) -> Option<SystemTime> {
+    let meta = path.metadata().ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|entry| newest_file(&entry.ok()?.path()))
+        .max()
 }
