@@ -92,7 +92,7 @@ pub fn keygate_bin() -> Result<PathBuf> {
     match newest {
         Some((built, p)) => {
             let root = workspace_root();
-            let sources = ["gateway/src", "gateway/Cargo.toml", "proto"]
+            let sources = ["gateway/src", "gateway/Cargo.toml", "proto", "plugins/wit"]
                 .iter()
                 .filter_map(|dir| newest_file(&root.join(dir)))
                 .max();
