@@ -123,6 +123,8 @@ pub fn unknown(path: &str) -> Option<crate::errors::GatewayError> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// Each method's operation is the method's name in the WIT's kebab case.
     #[test]
     fn operations_follow_the_method_table() {
@@ -140,8 +142,6 @@ mod tests {
             );
         }
     }
-
-    use super::*;
 
     #[test]
     fn every_method_knows_its_place() {
