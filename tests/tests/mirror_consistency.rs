@@ -99,18 +99,22 @@ async fn client_history(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linearizable_reads_through_the_mirror_are_linearizable() -> Result<()> {
-    let cluster = EtcdCluster::start(1).await?;
-    let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
-    linearizable_history(&cluster, &keygate).await
+    on_one_member(linearizable_history).await
 }
 
 /// The same history on three members, while the mirror's member keeps lagging (`Lagging`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linearizable_reads_stay_linearizable_while_the_mirrors_member_lags() -> Result<()> {
-    let lagging = Lagging::start().await?;
-    let verdict = linearizable_history(&lagging.cluster, &lagging.keygate).await;
-    lagging.finish().await?;
-    verdict
+    Lagging::around(linearizable_history).await
+}
+
+/// Runs a check against keygate in front of a one-member cluster.
+async fn on_one_member(
+    check: impl AsyncFnOnce(&EtcdCluster, &Keygate) -> Result<()>,
+) -> Result<()> {
+    let cluster = EtcdCluster::start(1).await?;
+    let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
+    check(&cluster, &keygate).await
 }
 
 /// Three members, the mirror watching a follower that keeps falling behind: stopped (SIGSTOP)
@@ -128,6 +132,15 @@ struct Lagging {
 }
 
 impl Lagging {
+    /// Runs a check against keygate while the mirror's member lags; the check's verdict, once
+    /// the lagging is known to have happened.
+    async fn around(check: impl AsyncFnOnce(&EtcdCluster, &Keygate) -> Result<()>) -> Result<()> {
+        let lagging = Lagging::start().await?;
+        let verdict = check(&lagging.cluster, &lagging.keygate).await;
+        lagging.finish().await?;
+        verdict
+    }
+
     async fn start() -> Result<Lagging> {
         let cluster = Arc::new(EtcdCluster::start(3).await?);
         let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
@@ -260,17 +273,12 @@ async fn noise(mut c: Clients, prefix: &'static str, stop: Arc<AtomicBool>) -> u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serializable_reads_give_read_your_writes_and_monotonic_reads() -> Result<()> {
-    let cluster = EtcdCluster::start(1).await?;
-    let keygate = Keygate::start(&cluster.client_urls(), &[]).await?;
-    serializable_reads(&cluster, &keygate).await
+    on_one_member(serializable_reads).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serializable_reads_keep_their_guarantees_while_the_mirrors_member_lags() -> Result<()> {
-    let lagging = Lagging::start().await?;
-    let verdict = serializable_reads(&lagging.cluster, &lagging.keygate).await;
-    lagging.finish().await?;
-    verdict
+    Lagging::around(serializable_reads).await
 }
 
 /// A writes and reads its own key through keygate, B and C read what A and B tell them of,
